@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` and `make test`.
+.PHONY: bootstrap demo test lint pytest format bench
+
+bootstrap:
+	@scripts/bootstrap
+
+demo: bootstrap
+	.venv/bin/pharos demo
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+pytest: bootstrap
+	.venv/bin/pytest
+
+test: lint pytest
+
+format: bootstrap
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .

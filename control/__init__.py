@@ -1,0 +1,1 @@
+"""Control: commands with acknowledgement, lighting programs, scheduler, overrides."""

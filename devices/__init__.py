@@ -1,0 +1,1 @@
+"""Devices: kinds, the wire contract, the registry, commissioning and broker credentials."""

@@ -1,0 +1,1 @@
+"""Simulated devices speaking only the wire contract of ``devices.wire`` (later issues)."""

@@ -1,0 +1,40 @@
+"""The FastAPI application, built around a ``Runtime`` the caller made from settings.
+
+There is no module-level app: ``pharos serve`` calls
+``create_app(build_runtime(settings))`` and hands the result to uvicorn, and each
+test builds its own around its own database.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from pharos.api.errors import install_error_handlers
+from pharos.api.routes import api_router, health
+from pharos.runtime import Runtime
+
+DESCRIPTION = (
+    "Device registry of the Intelligent Operations Centre: devices, groups, "
+    "commissioning, broker credentials and the audit log. Send an API key in "
+    "`X-API-Key` (or `Authorization: Bearer`)."
+)
+
+
+def _pharos_version() -> str:
+    try:
+        return version("pharos-iot")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Pharos", version=_pharos_version(), description=DESCRIPTION, docs_url="/docs"
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,148 @@
+"""Request dependencies: the runtime, sessions, the registry, API-key authentication, roles.
+
+Everything comes from the ``Runtime`` on ``app.state`` (built from settings by the
+caller), never from module state. Keys arrive in ``X-API-Key`` or as
+``Authorization: Bearer <key>`` and are checked against their stored hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from devices.registry.service import Registry
+from pharos.apikeys import Role, authenticate
+from pharos.runtime import Runtime
+
+API_KEY_HEADER = "X-API-Key"
+# The challenge a client gets with every 401 (RFC 9110 §11.6.1 requires one).
+AUTH_CHALLENGE = 'Bearer realm="pharos"'
+
+# auto_error=False: we raise our own 401 so both ways of sending a key share one answer;
+# declaring both still gives /docs its "Authorize" button for each.
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A session for this request, closed (and rolled back if still open) before the response."""
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """The caller: the name and role of the API key it presented (never the key itself)."""
+
+    name: str
+    role: Role
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": AUTH_CHALLENGE}
+    )
+
+
+def get_current_key(
+    runtime: RuntimeDep,
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    presented = header_key or (bearer.credentials if bearer else None)
+    if not presented:
+        raise _unauthorized(f"an API key is required: send {API_KEY_HEADER} or Bearer")
+    # A short session of its own: the connection is back in the pool before the route's
+    # registry transaction takes one, so a request never holds two.
+    with runtime.sessions() as session:
+        row = authenticate(session, presented)
+        if row is None:
+            raise _unauthorized("unknown or revoked API key")
+        return ApiKey(name=row.name, role=Role(row.role))
+
+
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def require_roles(*roles: Role) -> Callable[[ApiKey], ApiKey]:
+    """A dependency letting through keys with one of ``roles``; admin always passes."""
+    allowed = frozenset({Role.ADMIN, *roles})
+    names = ", ".join(sorted(role.value for role in allowed))
+
+    def check_role(key: CurrentKey) -> ApiKey:
+        if key.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"role {key.role.value!r} may not do this; allowed roles: {names}",
+            )
+        return key
+
+    return check_role
+
+
+def get_registry(runtime: RuntimeDep, key: CurrentKey) -> Iterator[Registry]:
+    """The registry in one transaction for the caller; an error in the route rolls it back."""
+    with runtime.registry(key.name) as registry:
+        yield registry
+
+
+# scope="function": the commit (and the broker file sync after it) runs when the route
+# returns, before the response is sent, so a client never sees a 2xx for a change
+# that then fails to commit.
+RegistryDep = Annotated[Registry, Depends(get_registry, scope="function")]
+
+
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Pagination:
+    offset: int
+    limit: int
+
+
+def get_pagination(
+    runtime: RuntimeDep,
+    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="page size: 100 by default, at most `api.page_size_max`"),
+    ] = None,
+) -> Pagination:
+    maximum = runtime.settings.api.page_size_max
+    if limit is None:
+        return Pagination(offset, min(DEFAULT_PAGE_SIZE, maximum))
+    if limit > maximum:
+        # The same error FastAPI gives for a static `le=`, so clients see one 422 shape.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("query", "limit"),
+                    "msg": f"Input should be less than or equal to {maximum}",
+                    "input": limit,
+                    "ctx": {"le": maximum},
+                }
+            ]
+        )
+    return Pagination(offset, limit)
+
+
+PageDep = Annotated[Pagination, Depends(get_pagination)]

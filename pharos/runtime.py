@@ -1,0 +1,57 @@
+"""Building the shared pieces from settings: engine, session factory, broker access.
+
+The CLI, the API and the demo all start here, so each gets the same wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from devices.broker import BrokerAccessWriter, BrokerAccount
+from devices.registry.db import make_engine, make_session_factory
+from devices.registry.service import Registry, registry_session
+from pharos.database import ensure_sqlite_dir
+from pharos.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    broker_writer: BrokerAccessWriter
+
+    def sync_broker(self, accounts: list[BrokerAccount]) -> None:
+        self.broker_writer.sync(accounts)
+
+    @contextmanager
+    def registry(self, actor: str) -> Iterator[Registry]:
+        """A registry transaction whose credential changes reach the broker after commit."""
+        with registry_session(
+            self.sessions,
+            actor,
+            broker_sync=self.sync_broker,
+            districts=self.settings.site.districts,
+            hash_iterations=self.settings.broker.hash_iterations,
+        ) as registry:
+            yield registry
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    ensure_sqlite_dir(settings.database.url)
+    engine = make_engine(settings.database.url, echo=settings.database.echo)
+    broker = settings.broker
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        broker_writer=BrokerAccessWriter(broker.password_file, broker.acl_file, broker.pid_file),
+    )

@@ -1,0 +1,145 @@
+"""The one typed settings tree, read from ``PHAROS_…`` variables and an optional file.
+
+Nested fields use ``__`` (``PHAROS_BROKER__PORT=1884``). A config file (YAML or TOML)
+sits below the environment: the environment wins. Settings are built by
+``load_settings`` and passed to what needs them; nothing reads them at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerSettings(_Section):
+    host: str = Field("127.0.0.1", description="MQTT broker host")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, description="MQTT port")
+    username: str = Field("pharos-backend", description="the backend's own broker account")
+    password: SecretStr | None = Field(None, description="its secret (see `pharos broker`)")
+    password_file: Path = Field(
+        Path("/etc/mosquitto/pharos/passwd"), description="Mosquitto password file Pharos writes"
+    )
+    acl_file: Path = Field(
+        Path("/etc/mosquitto/pharos/acl"), description="Mosquitto ACL file Pharos writes"
+    )
+    pid_file: Path | None = Field(
+        Path("/run/mosquitto/mosquitto.pid"),
+        description="the broker's pid file: Pharos sends SIGHUP to reload credentials",
+    )
+    hash_iterations: Annotated[int, Field(ge=101, le=1_000_000)] = Field(
+        101, description="PBKDF2-SHA512 iterations of password hashes (Mosquitto's default 101)"
+    )
+
+
+class InfluxSettings(_Section):
+    url: str | None = Field(None, description="InfluxDB URL; unset means the embedded store")
+    api: Literal["v1", "v2"] = Field("v1", description="v1 `/write` or v2 `/api/v2/write`")
+    database: str = Field("pharos", description="1.x database (v2: bucket)")
+    org: str | None = Field(None, description="2.x organisation")
+    token: SecretStr | None = Field(None, description="2.x token or 1.x 'user:password'")
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "sqlite:///var/pharos.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    echo: bool = Field(False, description="log every SQL statement")
+
+
+class SiteSettings(_Section):
+    name: str = Field("Cần Thơ", description="city shown on the IOC")
+    latitude: Annotated[float, Field(ge=-90, le=90)] = 10.0452
+    longitude: Annotated[float, Field(ge=-180, le=180)] = 105.7469
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the site")
+    districts: list[str] = Field(
+        default_factory=lambda: [
+            "Ninh Kiều",
+            "Bình Thủy",
+            "Cái Răng",
+            "Ô Môn",
+            "Thốt Nốt",
+            "Phong Điền",
+            "Cờ Đỏ",
+            "Thới Lai",
+            "Vĩnh Thạnh",
+        ],
+        description="districts (quận/huyện) a device may belong to",
+    )
+
+
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    page_size_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+
+class Settings(BaseSettings):
+    """Everything Pharos can be told. See README, 'Configuration'."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHAROS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path("var"), description="where local state (spool, demo files) lives")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    site: SiteSettings = Field(default_factory=SiteSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+class SettingsError(ValueError):
+    """Settings that do not validate; the message lists every field and reason."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, over ``config_file`` (.yaml/.yml/.toml) if given."""
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file} does not exist")
+        key = "toml_file" if config_file.suffix == ".toml" else "yaml_file"
+        settings_cls = type(
+            "FileSettings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, key: config_file}},
+        )
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        source = f" (from the environment and {config_file})" if config_file else ""
+        raise SettingsError("invalid settings" + source + ":\n" + "\n".join(lines)) from None

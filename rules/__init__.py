@@ -1,0 +1,1 @@
+"""Rules: rule definitions, evaluation, alert lifecycle and actions (later issues)."""

@@ -1,0 +1,1 @@
+"""Telemetry: MQTT ingest, Modbus poller, validation, spool, stores and queries (later issues)."""
