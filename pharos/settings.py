@@ -52,6 +52,32 @@ class InfluxSettings(_Section):
     token: SecretStr | None = Field(None, description="2.x token or 1.x 'user:password'")
 
 
+class TelemetrySettings(_Section):
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        5000, description="points per InfluxDB write"
+    )
+    batch_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="longest a point waits for its batch to fill"
+    )
+    spool_dir: Path | None = Field(None, description="durable spool; default data_dir/spool")
+    spool_max_bytes: Annotated[int, Field(ge=1_000_000)] = Field(
+        1_000_000_000, description="when full, ingest stops acknowledging (broker holds data)"
+    )
+    share_group: str | None = Field(
+        None,
+        description="MQTT 5 shared-subscription group for several ingest workers; make it "
+        "unguessable: Mosquitto's ACL cannot stop a device joining a known group",
+    )
+    max_future_s: Annotated[float, Field(ge=0)] = Field(
+        300, description="a ts further ahead than this is replaced by server time, flagged"
+    )
+    max_past_s: Annotated[float, Field(ge=0)] = Field(
+        7 * 86_400, description="a ts older than this is replaced by server time, flagged"
+    )
+    raw_retention: str = Field("30d", description="InfluxDB retention of raw points")
+    hourly_retention: str = Field("730d", description="retention of hourly means")
+
+
 class DatabaseSettings(_Section):
     url: str = Field(
         "sqlite:///var/pharos.db",
@@ -95,12 +121,14 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
+        env_parse_none_str="",  # PHAROS_BROKER__PID_FILE= means "none", not Path(".")
     )
 
     data_dir: Path = Field(Path("var"), description="where local state (spool, demo files) lives")
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     site: SiteSettings = Field(default_factory=SiteSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 

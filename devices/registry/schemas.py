@@ -95,21 +95,25 @@ class DeviceCreate(_DeviceFields):
         return self
 
 
+def _article(kind: DeviceKind) -> str:
+    return ("an " if kind.value[0] in "aeiou" else "a ") + kind.value
+
+
 def check_kind_fields(kind: DeviceKind, values: dict[str, Any]) -> None:
     """The fields a kind requires or forbids, checked on the merged record."""
     spec = kind_spec(kind)
     if spec.is_lamp and values.get("rated_power_w") is None:
-        raise ValueError(f"rated_power_w is required for a {kind.value}")
+        raise ValueError(f"rated_power_w is required for {_article(kind)}")
     if not spec.is_lamp and values.get("rated_power_w") is not None:
-        raise ValueError(f"rated_power_w is only for lamps, not a {kind.value}")
+        raise ValueError(f"rated_power_w is only for lamps, not {_article(kind)}")
     if (values.get("latitude") is None) != (values.get("longitude") is None):
         raise ValueError("latitude and longitude go together")
     modbus = ("modbus_host", "modbus_port", "modbus_unit", "register_map")
     if spec.transport is Transport.MODBUS_TCP:
         if not values.get("modbus_host"):
-            raise ValueError(f"modbus_host is required for a {kind.value}")
+            raise ValueError(f"modbus_host is required for {_article(kind)}")
     elif any(values.get(f) is not None for f in modbus):
-        raise ValueError(f"{', '.join(modbus)} are only for Modbus devices, not a {kind.value}")
+        raise ValueError(f"{', '.join(modbus)} are only for Modbus devices, not {_article(kind)}")
     if values.get("cabinet_circuit") is not None and values.get("cabinet_id") is None:
         raise ValueError("cabinet_circuit needs cabinet_id")
 

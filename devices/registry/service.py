@@ -39,7 +39,7 @@ from devices.registry.schemas import (
     GroupUpdate,
     check_kind_fields,
 )
-from devices.wire import DeviceKind, Transport, kind_spec
+from devices.wire import DeviceKind, Transport, is_valid_device_id, kind_spec
 
 
 class RegistryError(Exception):
@@ -172,6 +172,8 @@ class Registry:
     def create_device(self, data: DeviceCreate) -> tuple[Device, BrokerCredentials | None]:
         if self.session.get(Device, data.id) is not None:
             raise ConflictError(f"device {data.id!r} already exists")
+        if self.session.get(BrokerAccountRow, data.id) is not None:
+            raise ConflictError(f"{data.id!r} is a backend broker account; pick another device id")
         self._check_references(data.model_dump())
         device = Device(id=data.id, state=LifecycleState.REGISTERED, created_at=self.clock())
         self._apply(device, data.model_dump(exclude={"id", "groups"}))
@@ -332,6 +334,8 @@ class Registry:
 
     def ensure_service_account(self, username: str, secret: str | None = None) -> BrokerCredentials:
         """Create or reset a backend account (ingest worker, command service)."""
+        if not is_valid_device_id(username):
+            raise InvalidError("username", "must be 1-63 of a-z, 0-9, '-' and '_'")
         if self.session.get(Device, username) is not None:
             raise ConflictError(f"{username!r} is a device id; pick another account name")
         credentials = self._set_secret(username, device_id=None, secret=secret)

@@ -218,3 +218,15 @@ def test_service_accounts_are_listed_with_devices(sessions: sessionmaker[Session
         roles = {a.username: a.role for a in reg.broker_accounts()}
     assert roles == {"sl-0001": "device", "pharos-backend": "service"}
     assert backend.client_id == "pharos-backend"
+
+
+def test_device_ids_and_service_accounts_never_collide(sessions: sessionmaker[Session]) -> None:
+    with registry(sessions) as reg:
+        reg.ensure_service_account("pharos-ingest-1")
+    with registry(sessions) as reg, pytest.raises(ConflictError, match="backend broker account"):
+        reg.create_device(lamp("pharos-ingest-1"))
+    with registry(sessions) as reg, pytest.raises(InvalidError) as caught:
+        reg.ensure_service_account("bad name")
+    assert caught.value.field == "username"
+    with registry(sessions) as reg:
+        assert {a.username: a.role for a in reg.broker_accounts()} == {"pharos-ingest-1": "service"}
