@@ -142,12 +142,17 @@ def _serve(runtime: Runtime, duration: float | None) -> None:
     )
     server = uvicorn.Server(config)
 
+    async def stop_after(seconds: float) -> None:
+        await asyncio.sleep(seconds)  # the run time asked for, not a synchronisation
+        server.should_exit = True
+
     async def serve_for() -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(server.serve())
-            if duration is not None:
-                await asyncio.sleep(duration)  # the run time asked for, not a synchronisation
-                server.should_exit = True
+            serving = tasks.create_task(server.serve())
+            timer = tasks.create_task(stop_after(duration)) if duration is not None else None
+            await serving  # ends on Ctrl-C (uvicorn's handler) or when the timer stops it
+            if timer is not None:
+                timer.cancel()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_for())
