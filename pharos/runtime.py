@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +17,8 @@ from devices.registry.db import make_engine, make_session_factory
 from devices.registry.service import Registry, registry_session
 from pharos.database import ensure_sqlite_dir
 from pharos.settings import Settings
+from telemetry.metrics import TelemetryMetrics
+from telemetry.store import TimeSeriesStore, open_store
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     broker_writer: BrokerAccessWriter
+    timeseries: TimeSeriesStore | None = None
+    telemetry_metrics: TelemetryMetrics = field(default_factory=TelemetryMetrics)
 
     def sync_broker(self, accounts: list[BrokerAccount]) -> None:
         self.broker_writer.sync(accounts)
@@ -48,10 +52,20 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     ensure_sqlite_dir(settings.database.url)
     engine = make_engine(settings.database.url, echo=settings.database.echo)
-    broker = settings.broker
+    sessions = make_session_factory(engine)
+    broker, influx = settings.broker, settings.influx
+    timeseries = open_store(
+        influx_url=influx.url,
+        database=influx.database,
+        api=influx.api,
+        credentials=influx.token.get_secret_value() if influx.token else None,
+        embedded_path=settings.data_dir / "timeseries.db",
+        sessions=sessions,
+    )
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         broker_writer=BrokerAccessWriter(broker.password_file, broker.acl_file, broker.pid_file),
+        timeseries=timeseries,
     )

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.db", "tests.fixtures.broker"]
+pytest_plugins = ["tests.fixtures.db", "tests.fixtures.broker", "tests.fixtures.influx"]

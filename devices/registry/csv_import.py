@@ -28,7 +28,7 @@ from devices.wire import DeviceKind
 COLUMNS = (
     "id", "kind", "name", "latitude", "longitude", "district", "ward", "street", "pole",
     "cabinet_id", "cabinet_circuit", "groups", "rated_power_w", "modbus_host", "modbus_port",
-    "modbus_unit", "register_map", "firmware",
+    "modbus_unit", "register_map", "modbus_word_order", "poll_interval_s", "firmware",
 )  # fmt: skip
 REQUIRED_COLUMNS = ("id", "kind", "name")
 _DECIMAL_COLUMNS = frozenset({"latitude", "longitude", "rated_power_w"})

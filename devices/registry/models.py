@@ -58,6 +58,8 @@ class Device(Base):
     modbus_port: Mapped[int | None]
     modbus_unit: Mapped[int | None]
     register_map: Mapped[str | None] = mapped_column(String(64))
+    modbus_word_order: Mapped[str | None] = mapped_column(String(4))
+    poll_interval_s: Mapped[float | None]
     firmware: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(32), default=LifecycleState.REGISTERED, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

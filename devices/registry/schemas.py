@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.registry.models import GroupType, LifecycleState
-from devices.wire import DeviceKind, Transport, is_valid_device_id, kind_spec
+from devices.wire import DeviceKind, Transport, WordOrder, is_valid_device_id, kind_spec
 
 KNOWN_REGISTER_MAPS = ("sdm630", "sdm120", "lighting_cabinet")
 DEFAULT_REGISTER_MAP = {
@@ -52,6 +52,12 @@ class _DeviceFields(_Strict):
     modbus_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     modbus_unit: Annotated[int, Field(ge=0, le=247)] | None = None
     register_map: str | None = None
+    modbus_word_order: WordOrder | None = Field(
+        None, description="ABCD (Eastron), BADC, CDAB or DCBA; default: the map's own"
+    )
+    poll_interval_s: Annotated[float, Field(ge=1, le=86_400)] | None = Field(
+        None, description="Modbus poll interval; default: settings"
+    )
     firmware: Annotated[str, Field(max_length=64)] | None = None
 
     @field_validator("cabinet_id")
@@ -108,7 +114,10 @@ def check_kind_fields(kind: DeviceKind, values: dict[str, Any]) -> None:
         raise ValueError(f"rated_power_w is only for lamps, not {_article(kind)}")
     if (values.get("latitude") is None) != (values.get("longitude") is None):
         raise ValueError("latitude and longitude go together")
-    modbus = ("modbus_host", "modbus_port", "modbus_unit", "register_map")
+    modbus = (
+        "modbus_host", "modbus_port", "modbus_unit", "register_map", "modbus_word_order",
+        "poll_interval_s",
+    )  # fmt: skip
     if spec.transport is Transport.MODBUS_TCP:
         if not values.get("modbus_host"):
             raise ValueError(f"modbus_host is required for {_article(kind)}")
@@ -151,6 +160,8 @@ class DevicePublic(_Strict):
     modbus_port: int | None
     modbus_unit: int | None
     register_map: str | None
+    modbus_word_order: WordOrder | None
+    poll_interval_s: float | None
     firmware: str | None
     state: LifecycleState
     commissioning: CommissioningPublic

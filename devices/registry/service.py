@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import func, select
@@ -66,7 +67,7 @@ class InvalidError(RegistryError):
 _DEVICE_FIELDS = (
     "kind", "name", "latitude", "longitude", "district", "ward", "street", "pole",
     "cabinet_id", "cabinet_circuit", "rated_power_w", "modbus_host", "modbus_port",
-    "modbus_unit", "register_map", "firmware",
+    "modbus_unit", "register_map", "modbus_word_order", "poll_interval_s", "firmware",
 )  # fmt: skip
 
 
@@ -373,7 +374,7 @@ class Registry:
 
     def _apply(self, device: Device, values: dict[str, Any]) -> None:
         for name, value in values.items():
-            setattr(device, name, value.value if name == "kind" else value)
+            setattr(device, name, value.value if isinstance(value, Enum) else value)
 
     def _groups(self, group_ids: Sequence[str]) -> list[Group]:
         groups = []

@@ -12,12 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from pharos.api.errors import install_error_handlers
-from pharos.api.routes import api_router, health
+from pharos.api.routes import api_router, health, metrics
 from pharos.runtime import Runtime
 
 DESCRIPTION = (
-    "Device registry of the Intelligent Operations Centre: devices, groups, "
-    "commissioning, broker credentials and the audit log. Send an API key in "
+    "Device registry and telemetry of the Intelligent Operations Centre: devices, "
+    "groups, commissioning, broker credentials, the audit log, readings and dead "
+    "letters. Send an API key in "
     "`X-API-Key` (or `Authorization: Bearer`)."
 )
 
@@ -36,5 +37,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
     return app

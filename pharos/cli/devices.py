@@ -47,7 +47,8 @@ _OPTION_OF = {
     "pole": "--pole", "cabinet_id": "--cabinet", "cabinet_circuit": "--circuit",
     "groups": "--group", "rated_power_w": "--rated-power", "modbus_host": "--modbus-host",
     "modbus_port": "--modbus-port", "modbus_unit": "--modbus-unit",
-    "register_map": "--register-map", "firmware": "--firmware",
+    "register_map": "--register-map", "modbus_word_order": "--word-order",
+    "poll_interval_s": "--poll-interval", "firmware": "--firmware",
 }  # fmt: skip
 
 DeviceId = Annotated[str, typer.Argument(metavar="ID", help="The device id, e.g. sl-nk-hb-001.")]
@@ -89,6 +90,12 @@ def add(
     register_map: Annotated[
         str | None, typer.Option(help="sdm630, sdm120 or lighting_cabinet.")
     ] = None,
+    word_order: Annotated[
+        str | None, typer.Option(help="Meter float word order: ABCD (Eastron), BADC, CDAB, DCBA.")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="Seconds between Modbus polls (default: settings).")
+    ] = None,
     firmware: Annotated[str | None, typer.Option(help="Firmware version on the label.")] = None,
     actor: ActorOption = None,
 ) -> None:
@@ -111,7 +118,8 @@ def add(
         "district": district, "ward": ward, "street": street, "pole": pole,
         "cabinet_id": cabinet, "cabinet_circuit": circuit, "groups": group or None,
         "rated_power_w": rated_power, "modbus_host": modbus_host, "modbus_port": modbus_port,
-        "modbus_unit": modbus_unit, "register_map": register_map, "firmware": firmware,
+        "modbus_unit": modbus_unit, "register_map": register_map,
+        "modbus_word_order": word_order, "poll_interval_s": poll_interval, "firmware": firmware,
     }  # fmt: skip
     data = _device_create({k: v for k, v in given.items() if v is not None})
     with opened_runtime(ctx) as runtime, changing_registry(runtime, actor) as registry:
@@ -261,9 +269,10 @@ def import_csv(
 
     The first row names the columns: id, kind, name (required), latitude, longitude,
     district, ward, street, pole, cabinet_id, cabinet_circuit, groups, rated_power_w,
-    modbus_host, modbus_port, modbus_unit, register_map, firmware. An empty cell means
-    "not given". Groups (semicolon-separated ids) must exist first. Excel's "CSV UTF-8" with ',' or
-    ';' works. A file with any bad row changes nothing and every problem is listed
+    modbus_host, modbus_port, modbus_unit, register_map, modbus_word_order,
+    poll_interval_s, firmware. An empty cell means "not given". Groups
+    (semicolon-separated ids) must exist first. Excel's "CSV UTF-8" with ',' or ';' works.
+    A file with any bad row changes nothing and every problem is listed
     with its line and column. Importing the same file again changes nothing.
 
     Example:

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 import devices.registry.models  # noqa: F401  (registers the tables)
+import telemetry.models  # noqa: F401  (registers the tables)
 from devices.registry.db import Base
 
 config = context.config

@@ -177,8 +177,8 @@ def on_each_database(
 
 
 def test_upgrade_add_list_show(on_each_database: dict[str, str]) -> None:
-    assert "at revision 0001" in ok("db", "upgrade")
-    assert "at revision 0001" in ok("db", "upgrade")  # a second run is harmless
+    assert "at revision 0003" in ok("db", "upgrade")
+    assert "at revision 0003" in ok("db", "upgrade")  # a second run is harmless
 
     added = ok("devices", "add", "sl-nk-hb-001", *LAMP, "--district", "Ninh Kiều",
                "--lat", "10.0342", "--lon", "105.7826", "--street", "Đại lộ Hòa Bình")  # fmt: skip

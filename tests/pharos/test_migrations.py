@@ -14,4 +14,4 @@ def test_head_matches_the_models(engine: Engine) -> None:
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0003"

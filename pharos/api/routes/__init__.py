@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from pharos.api.routes import audit, devices, groups, health
+from pharos.api.routes import audit, devices, groups, health, metrics, telemetry
 
 # Documented once for every route under /api/v1: they all need a key.
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -16,5 +16,6 @@ api_router = APIRouter(prefix="/api/v1", responses=_AUTH_RESPONSES)
 api_router.include_router(devices.router)
 api_router.include_router(groups.router)
 api_router.include_router(audit.router)
+api_router.include_router(telemetry.router)
 
-__all__ = ["api_router", "health"]
+__all__ = ["api_router", "health", "metrics"]
