@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pharos.cli import admin, devices
+from pharos.cli import admin, devices, sim
 from pharos.cli.common import CliState, opened_runtime, settings_of
 from pharos.database import upgrade
 
@@ -24,6 +24,7 @@ app.add_typer(admin.db_app, name="db")
 app.add_typer(devices.app, name="devices")
 app.add_typer(admin.apikeys_app, name="apikeys")
 app.add_typer(admin.broker_app, name="broker")
+app.add_typer(sim.app, name="sim")
 
 
 @app.callback()
