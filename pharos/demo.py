@@ -1,56 +1,101 @@
-"""The demo: a broker, a database and the API with a few Cần Thơ devices, on a bare machine.
+"""The demo: a simulated Cần Thơ fleet, ingest, storage and the API, on a bare machine.
 
 Everything it needs is started here on embedded defaults: a Mosquitto from the
 project's own configuration (on a free port, files under ``data_dir/demo``), the
 SQLite registry, the sample field inventory, a backend broker account, an admin API
-key, and the API. One device publishes a reading that the backend receives through
-the broker's ACL, to show the path a real device takes.
+key, a part of the ``can-tho-demo`` scenario's fleet (MQTT devices and Modbus meters
+and cabinets, registered like devices from a factory), the telemetry services (MQTT
+ingest and the Modbus poller into the embedded store, or InfluxDB when ``influx.url``
+is set) and the API, all in one event loop.
+
+The fleet lives in accelerated time (the scenario's day from 17:00 local, sixty times
+real time by default), so its readings carry times ahead of the wall clock; the demo
+widens ingest's future-timestamp window to the simulated day so they are kept as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Iterator
+import logging
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-
-import paho.mqtt.client as mqtt
-import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion
+from zoneinfo import ZoneInfo
 
 from devices.registry.csv_import import import_devices
 from devices.registry.db import utcnow
-from devices.registry.service import DeviceFilter
-from devices.wire import Channel, DeviceKind, device_topic
-from devices.wire.topics import subscription
+from devices.wire import DeviceKind
+from firmware_sim.fleet import Fleet, FleetCounters
+from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices
 from pharos.apikeys import Role, create_api_key
 from pharos.broker_process import MosquittoProcess, free_port
+from pharos.cli.ingest import configure_logging, stop_on_signals
 from pharos.database import upgrade
 from pharos.runtime import Runtime, build_runtime
+from pharos.services import TelemetryOptions, TelemetryServices
+from pharos.serving import serve_api
 from pharos.settings import Settings
+from pharos.simulate import (
+    prepared_scenario,
+    provision_scenario,
+    scenario_clock,
+    wait_for_accounts,
+)
+from telemetry.ingest import MqttOptions
 
 INVENTORY = Path(__file__).resolve().parents[1] / "examples" / "inventory-can-tho.csv"
+SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "can-tho-demo.yaml"
 BACKEND_ACCOUNT = "pharos-backend"
+PROGRESS_EVERY_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
-def run_demo(settings: Settings, *, duration: float | None = None) -> None:
-    """Start everything, print how to reach it, serve until Ctrl-C or ``duration`` seconds."""
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    duration_s: float | None = None  # wall-clock seconds, then stop; None: until Ctrl-C
+    devices: int = 400  # every non-lamp device of the scenario, then lamps up to this
+    accelerate: float = 60.0  # simulated seconds per real second
+    scenario: Path = SCENARIO
+
+
+def run_demo(settings: Settings, options: DemoOptions | None = None) -> None:
+    """Start everything, print how to reach it, run until Ctrl-C or the duration."""
+    options = options or DemoOptions()
+    configure_logging(logging.WARNING)  # the progress lines are the demo's output
     workdir = (settings.data_dir / "demo").resolve()
     with MosquittoProcess(workdir / "broker", port=free_port()) as broker:
-        settings = _with_broker(settings, broker)
+        scenario = _todays_scenario(options.scenario, settings.site.timezone)
+        settings = _demo_settings(settings, broker, scenario)
         runtime = build_runtime(settings)
         try:
             upgrade(runtime.engine)
-            api_key = _provision(runtime)
-            _show_device_path(runtime, broker.port)
-            _print_banner(settings, broker.port, api_key)
-            _serve(runtime, duration)
+            api_key, backend = _provision(runtime, broker)
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_run(runtime, scenario, backend, api_key, options))
         finally:
             runtime.close()
 
 
-def _with_broker(settings: Settings, broker: MosquittoProcess) -> Settings:
+def demo_devices(specs: list[DeviceSpec], count: int) -> list[DeviceSpec]:
+    """Every device that is not a streetlight (cabinets, poles, monitors, gauges, meters),
+    then streetlights spread over the city up to ``count`` in all."""
+    others = [spec for spec in specs if spec.kind is not DeviceKind.STREETLIGHT]
+    if count <= len(others):
+        return limit_devices(specs, count)
+    lamps = [spec for spec in specs if spec.kind is DeviceKind.STREETLIGHT]
+    return others + limit_devices(lamps, count - len(others)) if lamps else others
+
+
+def _todays_scenario(path: Path, timezone: str) -> Scenario:
+    """The scenario's day, starting today at 17:00 local (dusk comes within a minute)."""
+    today = datetime.now(ZoneInfo(timezone)).replace(hour=17, minute=0, second=0, microsecond=0)
+    return prepared_scenario(path, start=today)
+
+
+def _demo_settings(settings: Settings, broker: MosquittoProcess, scenario: Scenario) -> Settings:
     broker_settings = settings.broker.model_copy(
         update={
             "host": "127.0.0.1",
@@ -60,99 +105,125 @@ def _with_broker(settings: Settings, broker: MosquittoProcess) -> Settings:
             "pid_file": broker.pid_file,
         }
     )
-    return settings.model_copy(update={"broker": broker_settings})
+    # Accelerated devices report times up to the end of their simulated day.
+    ahead = (scenario.end - utcnow()).total_seconds() + 3600
+    telemetry = settings.telemetry.model_copy(
+        update={"max_future_s": max(settings.telemetry.max_future_s, ahead)}
+    )
+    return settings.model_copy(update={"broker": broker_settings, "telemetry": telemetry})
 
 
-def _provision(runtime: Runtime) -> str:
-    """The sample inventory, a backend account and a fresh admin key; returns the key."""
+def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOptions]:
+    """The sample inventory, the backend account and a fresh admin key."""
     with runtime.registry("demo") as registry:
         outcome = import_devices(registry, INVENTORY.read_text(encoding="utf-8"))
-        registry.ensure_service_account(BACKEND_ACCOUNT)
+        account = registry.ensure_service_account(BACKEND_ACCOUNT)
         api_key = create_api_key(
             registry.session, f"demo-admin-{utcnow():%Y%m%dT%H%M%S%f}", Role.ADMIN
         )
     print(
         f"inventory: {len(outcome.created)} created, {len(outcome.updated)} updated, "
-        f"{len(outcome.unchanged)} unchanged ({INVENTORY.name})"
+        f"{len(outcome.unchanged)} unchanged ({INVENTORY.name})",
+        flush=True,
     )
-    return api_key
+    backend = MqttOptions(broker.host, broker.port, account.username, account.secret)
+    return api_key, backend
 
 
-def _show_device_path(runtime: Runtime, port: int) -> None:
-    """One lamp publishes a reading; the backend account receives it through the ACL."""
-    with runtime.registry("demo") as registry:
-        backend = registry.ensure_service_account(BACKEND_ACCOUNT)
-        lamps, _ = registry.list_devices(DeviceFilter(kind=DeviceKind.STREETLIGHT), limit=1)
-        device = registry.rotate_credentials(lamps[0].id)
-    subscribed, received = threading.Event(), threading.Event()
-    backend_client = _client(backend.username, backend.secret)
-    backend_client.on_subscribe = lambda *_: subscribed.set()
-    backend_client.on_message = lambda *_: received.set()
-    lamp_client = _client(device.username, device.secret)
-    with _running(backend_client, port), _running(lamp_client, port):
-        backend_client.subscribe(subscription(Channel.TELEMETRY), qos=1)
-        if subscribed.wait(5):
-            payload = b'{"seq": 1, "metrics": {"power_w": 88.5, "dim_level": 100, "lamp_on": true}}'
-            topic = device_topic(device.username, Channel.TELEMETRY)
-            lamp_client.publish(topic, payload, qos=1)
-            received.wait(5)
-    outcome = "received" if received.is_set() else "did NOT receive"
-    print(
-        f"broker: backend {outcome} telemetry from {device.username} (per-device credentials, ACL)"
+async def _run(
+    runtime: Runtime, scenario: Scenario, backend: MqttOptions, api_key: str, options: DemoOptions
+) -> None:
+    stop = stop_on_signals()
+    specs = demo_devices(expand(scenario), options.devices)
+    address = BrokerAddress(backend.host, backend.port)
+    clock = scenario_clock(scenario, options.accelerate)
+    fleet = Fleet(
+        specs,
+        broker=address,
+        clock=clock,
+        seed=scenario.seed,
+        events=scenario.events,
     )
+    async with fleet:
+        secrets = await asyncio.to_thread(
+            provision_scenario, runtime, specs, modbus_endpoints=fleet.modbus_endpoints
+        )
+        await wait_for_accounts(address, secrets or {backend.username: backend.password or ""})
+        async with TelemetryServices(
+            runtime, TelemetryOptions(stats_interval_s=None), mqtt=backend, clock=clock
+        ) as services:
+            fleet.start_mqtt(secrets)
+            _print_banner(runtime.settings, backend.port, api_key, scenario, len(specs))
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_run_fleet(fleet, scenario, stop), name="fleet")
+                tasks.create_task(_report(fleet, services, stop), name="progress")
+                if options.duration_s is not None:
+                    tasks.create_task(_stop_after(options.duration_s, stop), name="timer")
+                await serve_api(runtime, stop)
+                stop.set()  # the API stopped: so does everything else
+    print("demo stopped", flush=True)
 
 
-@contextlib.contextmanager
-def _running(client: mqtt.Client, port: int) -> Iterator[None]:
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        yield
-    finally:
-        client.disconnect()
-        client.loop_stop()
+async def _run_fleet(fleet: Fleet, scenario: Scenario, stop: asyncio.Event) -> None:
+    counters = await fleet.run_until(scenario.end, stop=stop)
+    if not stop.is_set():
+        print(f"simulated day over: {_fleet_line(counters)}; the API stays up", flush=True)
 
 
-def _client(username: str, secret: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username)
-    client.username_pw_set(username, secret)
-    return client
+async def _report(fleet: Fleet, services: TelemetryServices, stop: asyncio.Event) -> None:
+    """A progress line every few seconds: the fleet's side and ingest's side."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_EVERY_S):
+                await stop.wait()
+        if stop.is_set():
+            return
+        print(f"{_fleet_line(fleet.counters())} | {_services_line(services)}", flush=True)
 
 
-def _print_banner(settings: Settings, broker_port: int, api_key: str) -> None:
+def _services_line(services: TelemetryServices) -> str:
+    parts = []
+    if services.ingest is not None:
+        stats = services.ingest.stats
+        parts.append(f"ingest: {stats.points} points stored, {stats.dead_letters} dead letters")
+    if services.poller is not None:
+        health = services.poller.health().values()
+        answering = sum(1 for meter in health if meter.healthy)
+        parts.append(
+            f"modbus: {services.poller.counters().points} points, "
+            f"{answering}/{len(health)} meters answering"
+        )
+    return " | ".join(parts)
+
+
+def _fleet_line(counters: FleetCounters) -> str:
+    return counters.progress_line()
+
+
+async def _stop_after(seconds: float, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):  # the run time asked for, not a synchronisation
+            await stop.wait()
+    stop.set()
+
+
+def _print_banner(
+    settings: Settings, broker_port: int, api_key: str, scenario: Scenario, devices: int
+) -> None:
     base = f"http://{settings.api.host}:{settings.api.port}"
+    start = scenario.start.strftime("%Y-%m-%d %H:%M %Z")
     print(
         "\nPharos demo is up:\n"
         f"  API        {base}/docs   (OpenAPI, try it there)\n"
         f"  API key    {api_key}   (role admin; send as X-API-Key)\n"
         f"  broker     mqtt://127.0.0.1:{broker_port}   (per-device accounts only)\n"
         f"  database   {settings.database.url}\n"
-        f"  example    curl -H 'X-API-Key: {api_key}' {base}/api/v1/devices\n"
+        f"  fleet      {devices} simulated devices of {scenario.name}, from {start}\n"
+        f"  telemetry  {settings.influx.url or 'the embedded store'}\n"
+        f"  example    curl -H 'X-API-Key: {api_key}' {base}/api/v1/telemetry/latest\n"
         "Stop with Ctrl-C.",
         flush=True,
     )
 
 
-def _serve(runtime: Runtime, duration: float | None) -> None:
-    from pharos.api.app import create_app
-
-    settings = runtime.settings
-    config = uvicorn.Config(
-        create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-
-    async def stop_after(seconds: float) -> None:
-        await asyncio.sleep(seconds)  # the run time asked for, not a synchronisation
-        server.should_exit = True
-
-    async def serve_for() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            serving = tasks.create_task(server.serve())
-            timer = tasks.create_task(stop_after(duration)) if duration is not None else None
-            await serving  # ends on Ctrl-C (uvicorn's handler) or when the timer stops it
-            if timer is not None:
-                timer.cancel()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_for())
+__all__ = ["DemoOptions", "run_demo"]

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -147,13 +147,21 @@ def scenario_clock(scenario: Scenario, acceleration: float | Literal["max"]) -> 
     return HeldClock(scenario.start, factor=acceleration)
 
 
-def _scenario(scenario_path: Path | str, seed: int | None, duration: timedelta | None) -> Scenario:
+def prepared_scenario(
+    scenario_path: Path | str,
+    seed: int | None = None,
+    duration: timedelta | None = None,
+    start: datetime | None = None,
+) -> Scenario:
+    """A scenario file with the caller's seed, duration and start instead of its own."""
     scenario = load_scenario(scenario_path)
     changes: dict[str, object] = {}
     if seed is not None:
         changes["seed"] = seed
     if duration is not None:
         changes["duration"] = duration
+    if start is not None:
+        changes["start"] = start
     return scenario.model_copy(update=changes) if changes else scenario
 
 
@@ -174,7 +182,7 @@ async def run_simulation(
     real time, "max" = as fast as the broker keeps up), ``seed`` and ``duration``
     override the file's. Returns when the simulated time is over or ``stop`` is set.
     """
-    scenario = _scenario(scenario_path, seed, duration)
+    scenario = prepared_scenario(scenario_path, seed, duration)
     specs = expand(scenario)
     if devices is not None:
         specs = limit_devices(specs, devices)
@@ -190,14 +198,14 @@ async def run_simulation(
                 provision_scenario, runtime, specs, modbus_endpoints=fleet.modbus_endpoints
             )
             if secrets:
-                await _wait_for_broker(broker, secrets)
+                await wait_for_accounts(broker, secrets)
             fleet.start_mqtt(secrets)
             return await fleet.run_until(scenario.end, stop=stop, progress=progress)
     finally:
         await asyncio.to_thread(runtime.close)
 
 
-async def _wait_for_broker(broker: BrokerAddress, secrets: Mapping[str, str]) -> None:
+async def wait_for_accounts(broker: BrokerAddress, secrets: Mapping[str, str]) -> None:
     """The registry told the broker to reload; connect only once it knows the devices."""
     username, secret = max(secrets.items())  # the last written is as good as any
     if not await asyncio.to_thread(wait_for_broker_accepts, broker, username, secret):
@@ -209,4 +217,11 @@ async def _wait_for_broker(broker: BrokerAddress, secrets: Mapping[str, str]) ->
         )
 
 
-__all__ = ["provision_scenario", "run_simulation", "scenario_clock", "wait_for_broker_accepts"]
+__all__ = [
+    "prepared_scenario",
+    "provision_scenario",
+    "run_simulation",
+    "scenario_clock",
+    "wait_for_accounts",
+    "wait_for_broker_accepts",
+]

@@ -222,14 +222,31 @@ class DeviceTwinStore:
             batch, self._pending = self._pending, _Pending()
             if not len(batch):
                 return
+            # The worker thread cannot be cancelled: if this task is, wait for the
+            # thread's outcome, so the batch is neither lost nor written twice.
+            work = asyncio.ensure_future(asyncio.to_thread(self._write_batch, batch))
             try:
-                await asyncio.to_thread(self._write, batch)
-                ticked = await asyncio.to_thread(self._tick_first_readings, batch.first_reading)
+                ticked = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                try:
+                    ticked = await work
+                except Exception:
+                    self._requeue(batch)
+                else:
+                    self._commissioned |= ticked
+                raise
             except BaseException:
-                batch.merge(self._pending)
-                self._pending = batch
+                self._requeue(batch)
                 raise
             self._commissioned |= ticked
+
+    def _requeue(self, batch: _Pending) -> None:
+        batch.merge(self._pending)
+        self._pending = batch
+
+    def _write_batch(self, batch: _Pending) -> set[str]:
+        self._write(batch)
+        return self._tick_first_readings(batch.first_reading)
 
     async def get(self, device_id: str) -> TwinPublic:
         """The device's twin, with this store's pending updates in it."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pharos.cli import admin, devices, sim
+from pharos.cli import admin, devices, ingest, sim
 from pharos.cli.common import CliState, opened_runtime, settings_of
 from pharos.database import upgrade
 
@@ -25,6 +25,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(admin.apikeys_app, name="apikeys")
 app.add_typer(admin.broker_app, name="broker")
 app.add_typer(sim.app, name="sim")
+app.command("ingest")(ingest.ingest_command)
 
 
 @app.callback()
@@ -46,21 +47,36 @@ def root(
 
 
 @app.command("serve")
-def serve(ctx: typer.Context) -> None:
-    """Run the HTTP API (migrating the database first) until Ctrl-C.
+def serve(
+    ctx: typer.Context,
+    ingest: Annotated[
+        bool, typer.Option("--ingest/--no-ingest", help="Take readings from the broker here.")
+    ] = True,
+    modbus: Annotated[
+        bool, typer.Option("--modbus/--no-modbus", help="Poll the Modbus meters here.")
+    ] = True,
+) -> None:
+    """Run the API and the services (ingest, Modbus poller) until Ctrl-C or SIGTERM.
 
-    It listens on api.host:api.port (PHAROS_API__HOST, PHAROS_API__PORT).
+    Migrates the database first. The API listens on api.host:api.port
+    (PHAROS_API__HOST, PHAROS_API__PORT); ingest needs the backend's broker secret in
+    PHAROS_BROKER__PASSWORD (or run `pharos ingest` workers apart and --no-ingest here).
 
-    Example: PHAROS_API__PORT=8080 pharos serve
+    Example: PHAROS_API__PORT=8080 pharos serve --no-ingest
     """
-    import uvicorn
+    from pharos.cli.ingest import configure_logging, run_or_fail, stop_on_signals
+    from pharos.services import TelemetryOptions
+    from pharos.serving import serve as serve_all
 
-    from pharos.api.app import create_app
-
+    configure_logging()
     with opened_runtime(ctx, require_schema=False) as runtime:
         upgrade(runtime.engine)
-        api = runtime.settings.api
-        uvicorn.run(create_app(runtime), host=api.host, port=api.port)
+        telemetry = TelemetryOptions(ingest=ingest, modbus=modbus) if ingest or modbus else None
+
+        async def main() -> None:
+            await serve_all(runtime, stop_on_signals(), telemetry)
+
+        run_or_fail(main())
 
 
 @app.command("demo")
@@ -70,18 +86,34 @@ def demo(
         float | None,
         typer.Option(min=0, metavar="SECONDS", help="Stop after this many seconds."),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Simulated devices of the can-tho-demo fleet (4,791 in all): its 207 "
+            "cabinets, poles, monitors, gauges and meters first, then lamps.",
+        ),
+    ] = 400,
+    accelerate: Annotated[
+        float,
+        typer.Option(min=1, help="Simulated seconds per real second (60: a day in 24 minutes)."),
+    ] = 60.0,
 ) -> None:
-    """Start a broker, a database and the API with sample Cần Thơ devices, on this machine.
+    """Start a broker, a database, a simulated Cần Thơ fleet, ingest and the API, here.
 
     Needs Mosquitto installed (apt-get install mosquitto). Prints where the API is and
-    an admin API key; stops with Ctrl-C or after --duration seconds. Its files live
-    under data_dir/demo.
+    an admin API key, then a progress line every 10 s; stops with Ctrl-C or after
+    --duration seconds. Its files live under data_dir/demo; telemetry goes to the
+    embedded store (or InfluxDB when influx.url is set).
 
-    Example: pharos demo --duration 300
+    Example: pharos demo --duration 300 --devices 1000
     """
-    from pharos.demo import run_demo
+    from pharos.demo import DemoOptions, run_demo
 
-    run_demo(settings_of(ctx), duration=duration)
+    run_demo(
+        settings_of(ctx),
+        DemoOptions(duration_s=duration, devices=devices, accelerate=accelerate),
+    )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The README's demo command works as a new user would run it: broker, registry, API."""
+"""The README's demo command works as a new user would run it: broker, fleet, ingest, API."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_demo_serves_the_sample_inventory(tmp_path: Path) -> None:
         "PHAROS_API__PORT": str(api_port),
     }
     command = [sys.executable, "-c", "from pharos.cli import main; main()", "demo",
-               "--duration", "60"]  # fmt: skip
+               "--duration", "90", "--devices", "220"]  # fmt: skip
     with subprocess.Popen(
         command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
@@ -41,24 +41,45 @@ def _check_demo(process: subprocess.Popen[str], api_port: int) -> None:
     try:
         deadline = time.monotonic() + DEADLINE_S
         key = None
-        while key is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # the banner, up to its last line
             line = process.stdout.readline()
             if not line:
                 break
             output.append(line)
             if match := re.search(r"API key\s+(phk_\S+)", line):
                 key = match.group(1)
+            if line.startswith("Stop with Ctrl-C"):
+                break
         assert key is not None, "".join(output)
         text = "".join(output)
-        assert "backend received telemetry" in text
         assert re.search(r"inventory: \d+ created", text)
-        devices = _get_when_up(f"http://127.0.0.1:{api_port}/api/v1/devices", key, deadline)
-        assert devices["total"] >= 10
+        assert "fleet      220 simulated devices of can-tho-demo" in text
+        base = f"http://127.0.0.1:{api_port}/api/v1"
+        devices = _get_when_up(f"{base}/devices?limit=500", key, deadline)
+        assert devices["total"] >= 14 + 220  # the inventory and the simulated fleet
         kinds = {d["kind"] for d in devices["items"]}
         assert {"streetlight", "lighting_cabinet", "flood_gauge", "energy_meter"} <= kinds
+        # Readings flow: the simulated devices' values reach the store through ingest,
+        # and the Modbus poller reads the simulated meters.
+        stored = _kinds_with_latest(base, key, deadline)
+        assert {"streetlight", "env_monitor", "flood_gauge", "energy_meter"} <= stored
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, "".join(output) + process.stdout.read()
+
+
+def _kinds_with_latest(base: str, key: str, deadline: float) -> set[str]:
+    """The kinds with a latest value in the store, once every expected kind has one."""
+    wanted = {"streetlight", "env_monitor", "flood_gauge", "energy_meter"}
+    while True:
+        kinds = {
+            kind
+            for kind in wanted
+            if _get_when_up(f"{base}/telemetry/latest?kind={kind}", key, deadline)["items"]
+        }
+        if kinds == wanted or time.monotonic() > deadline:
+            return kinds
+        time.sleep(0.2)  # polling a condition with a deadline: readings arriving
 
 
 def _get_when_up(url: str, key: str, deadline: float) -> dict:  # type: ignore[type-arg]

@@ -1,0 +1,145 @@
+"""``pharos ingest``: the telemetry services of one worker, from the settings, until Ctrl-C.
+
+The composition lives in ``pharos.services.TelemetryServices``: the point sink (the
+InfluxDB writer with its durable spool when ``influx.url`` is set, else the embedded
+store), the dead-letter store, the device twin and directory, MQTT ingest and the
+Modbus poller.
+
+Several workers share the load through an MQTT 5 shared subscription
+(``telemetry.share_group``). Each needs a broker account of its own (the broker ties
+a session to its account): worker N logs in as ``<broker.username>-N`` with its own
+secret (``PHAROS_BROKER__PASSWORD`` in that worker's environment) and keeps its own
+spool in ``<spool_dir>/worker-N``. Only one process should poll the Modbus meters:
+by default the single worker, or worker 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Annotated, Any
+
+import typer
+
+from pharos.cli.common import fail, opened_runtime
+from pharos.runtime import Runtime
+from pharos.services import ServiceConfigurationError, TelemetryOptions, TelemetryServices
+from telemetry.influx import InfluxConfigurationError
+from telemetry.ingest import MqttConfigurationError
+from telemetry.spool import SpoolError
+
+log = logging.getLogger("pharos.ingest")
+
+WorkerOption = Annotated[
+    int | None,
+    typer.Option(
+        "--worker-id",
+        min=1,
+        metavar="N",
+        help="Run as worker N of several: broker account <broker.username>-N, spool "
+        "<spool_dir>/worker-N. Set telemetry.share_group so the workers share the load.",
+    ),
+]
+StatsOption = Annotated[
+    float,
+    typer.Option(
+        "--stats-interval",
+        min=0,
+        metavar="SECONDS",
+        help="Log a line of figures (JSON) this often; 0: never.",
+    ),
+]
+ModbusOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--modbus/--no-modbus",
+        help="Poll the registry's Modbus meters here (default: the only worker, or worker 1).",
+    ),
+]
+
+
+def ingest_command(
+    ctx: typer.Context,
+    worker_id: WorkerOption = None,
+    stats_interval: StatsOption = 60.0,
+    modbus: ModbusOption = None,
+) -> None:
+    """Take readings, state and status from the broker, and poll the Modbus meters, into storage.
+
+    A reading is acknowledged to the broker only once it is in InfluxDB or the spool
+    (influx.url set) or the embedded store; bad input goes to the dead letters.
+    Needs its broker account: `pharos broker service-account pharos-backend` (or
+    pharos-backend-N for --worker-id N), its secret in PHAROS_BROKER__PASSWORD.
+    Runs until Ctrl-C or SIGTERM, then stores and acknowledges what it received.
+
+    Example: PHAROS_BROKER__PASSWORD=... pharos ingest --worker-id 1
+    """
+    configure_logging()
+    options = TelemetryOptions(
+        worker_id=worker_id,
+        modbus=modbus if modbus is not None else worker_id in (None, 1),
+        stats_interval_s=stats_interval or None,
+    )
+    with opened_runtime(ctx) as runtime:
+        run_or_fail(_serve(runtime, options))
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "alembic"):  # a line per write request / per schema check
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
+    # pymodbus dumps raw frames on every bad reply; our client reports each failure itself.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+# What stops the services for a reason a person must fix (exit 1 with the message).
+_EXPECTED = (
+    MqttConfigurationError,
+    InfluxConfigurationError,
+    SpoolError,
+    ServiceConfigurationError,
+)
+
+
+def run_or_fail(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``; a configuration problem exits 1 with its message, no traceback."""
+    try:
+        asyncio.run(main)
+    except Exception as exc:
+        problems = _expected_failures(exc)
+        if problems is None:
+            raise
+        fail("; ".join(problems))
+
+
+def _expected_failures(exc: BaseException) -> list[str] | None:
+    """The messages of ``exc`` (a task group's too) if all are expected, else None."""
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[str] = []
+        for inner in exc.exceptions:
+            messages = _expected_failures(inner)
+            if messages is None:
+                return None
+            found += messages
+        return found
+    return [str(exc)] if isinstance(exc, _EXPECTED) else None
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM (call inside the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _serve(runtime: Runtime, options: TelemetryOptions) -> None:
+    stop = stop_on_signals()
+    async with TelemetryServices(runtime, options) as services:
+        await stop.wait()
+        log.info("ingest: stopping (storing and acknowledging what was received)")
+    if services.ingest is not None:
+        log.info("ingest: stopped; %s", services.ingest.stats)
