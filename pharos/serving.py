@@ -29,14 +29,21 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-async def serve_api(runtime: Runtime, stop: asyncio.Event) -> None:
-    """The HTTP API on ``api.host:api.port`` until ``stop`` is set."""
-    from pharos.api.app import create_app  # FastAPI is only imported by what serves it
+async def serve_api(
+    runtime: Runtime, stop: asyncio.Event, *, metrics_only_port: int | None = None
+) -> None:
+    """The HTTP API on ``api.host:api.port`` until ``stop`` is set.
 
-    api = runtime.settings.api
-    server = _ApiServer(
-        uvicorn.Config(create_app(runtime), host=api.host, port=api.port, log_level="warning")
-    )
+    With ``metrics_only_port``: only ``/metrics`` and ``/healthz``, on that port (an
+    ingest worker's figures for Prometheus).
+    """
+    from pharos.api.app import create_app, create_metrics_app  # imported by what serves
+
+    host, port = runtime.settings.api.host, runtime.settings.api.port
+    app = create_app(runtime)
+    if metrics_only_port is not None:
+        port, app = metrics_only_port, create_metrics_app(runtime)
+    server = _ApiServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     async with asyncio.TaskGroup() as tasks:
         serving = tasks.create_task(server.serve(), name="api")
         watcher = tasks.create_task(stop.wait(), name="api-stop")
@@ -44,7 +51,7 @@ async def serve_api(runtime: Runtime, stop: asyncio.Event) -> None:
         server.should_exit = True
         watcher.cancel()
     if not server.started:
-        raise OSError(f"the API could not listen on {api.host}:{api.port}")
+        raise OSError(f"the API could not listen on {host}:{port}")
 
 
 async def serve(runtime: Runtime, stop: asyncio.Event, telemetry: TelemetryOptions | None) -> None:

@@ -33,6 +33,7 @@ class TelemetryMetrics:
     spool_depth_bytes: int = 0  # bytes waiting in the spool now
     spool_depth_points: int = 0  # points waiting in the spool now
     lag_seconds: float = 0.0  # receive → stored, of the newest batch written
+    modbus_unhealthy: int = 0  # Modbus meters not answering now
 
     def samples(self) -> list[Sample]:
         return [
@@ -57,5 +58,11 @@ class TelemetryMetrics:
                 "gauge",
                 "Seconds from receipt to storage of the newest batch.",
                 self.lag_seconds,
+            ),
+            Sample(
+                "pharos_modbus_meters_unhealthy",
+                "gauge",
+                "Modbus meters that stopped answering.",
+                self.modbus_unhealthy,
             ),
         ]

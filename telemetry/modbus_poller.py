@@ -457,6 +457,7 @@ class ModbusPoller:
         meter.health = replace(
             meter.health, healthy=True, consecutive_failures=0, last_ok=at, last_attempt=at
         )
+        self._count_unhealthy()
 
     def _failed(self, meter: _Meter, at: datetime, exc: Exception) -> None:
         counters = self._counters
@@ -480,6 +481,13 @@ class ModbusPoller:
             last_error=reason,
             last_error_at=at,
         )
+        self._count_unhealthy()
+
+    def _count_unhealthy(self) -> None:
+        if self._metrics is not None:
+            self._metrics.modbus_unhealthy = sum(
+                1 for meter in self._meters.values() if not meter.health.healthy
+            )
 
     def _next_due(self, meter: _Meter) -> datetime:
         """The next slot on the meter's grid, or a back-off delay while it is unhealthy."""

@@ -40,3 +40,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(api_router)
     return app
+
+
+def create_metrics_app(runtime: Runtime) -> FastAPI:
+    """Only ``/metrics`` and ``/healthz``: what an ``pharos ingest`` worker exposes."""
+    app = FastAPI(title="Pharos ingest", version=_pharos_version(), docs_url=None)
+    app.state.runtime = runtime
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    return app

@@ -51,6 +51,15 @@ StatsOption = Annotated[
         help="Log a line of figures (JSON) this often; 0: never.",
     ),
 ]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve /metrics (Prometheus) and /healthz on api.host:PORT.",
+    ),
+]
 ModbusOption = Annotated[
     bool | None,
     typer.Option(
@@ -65,6 +74,7 @@ def ingest_command(
     worker_id: WorkerOption = None,
     stats_interval: StatsOption = 60.0,
     modbus: ModbusOption = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Take readings, state and status from the broker, and poll the Modbus meters, into storage.
 
@@ -83,7 +93,7 @@ def ingest_command(
         stats_interval_s=stats_interval or None,
     )
     with opened_runtime(ctx) as runtime:
-        run_or_fail(_serve(runtime, options))
+        run_or_fail(_serve(runtime, options, metrics_port))
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -136,10 +146,15 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve(runtime: Runtime, options: TelemetryOptions) -> None:
+async def _serve(runtime: Runtime, options: TelemetryOptions, metrics_port: int | None) -> None:
+    from pharos.serving import serve_api
+
     stop = stop_on_signals()
     async with TelemetryServices(runtime, options) as services:
-        await stop.wait()
+        if metrics_port is None:
+            await stop.wait()
+        else:
+            await serve_api(runtime, stop, metrics_only_port=metrics_port)
         log.info("ingest: stopping (storing and acknowledging what was received)")
     if services.ingest is not None:
         log.info("ingest: stopped; %s", services.ingest.stats)

@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from pharos.broker_process import free_port
 from tests.fixtures.broker import wait_until
 from tests.fixtures.influx import InfluxDB
 from tests.telemetry.ingest.conftest import INGEST, Site
@@ -38,11 +40,11 @@ class IngestProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         self.starts += 1
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(PHAROS), "ingest", "--stats-interval", "0"],
+                [str(PHAROS), "ingest", "--stats-interval", "0", *args],
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -132,3 +134,30 @@ def test_a_missing_secret_is_a_clear_error(ingest: IngestProcess) -> None:
     assert done.returncode == 1
     assert "broker.password is not set" in done.stderr
     assert "pharos broker service-account" in done.stderr
+
+
+def _scrape(port: int) -> str:
+    """The worker's /metrics text ("" while its server is not listening yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def test_a_worker_sets_up_retention_and_serves_its_metrics(
+    site: Site, ingest: IngestProcess, influxdb: InfluxDB, influx_db: str
+) -> None:
+    site.register("env-0001")
+    port = free_port()
+    ingest.start("--metrics-port", str(port))
+    policies = {row[0] for row in influxdb.values("SHOW RETENTION POLICIES", influx_db)}
+    assert {"raw", "hourly"} <= policies
+    site.device("env-0001").readings("env-0001", range(40))
+    assert wait_until(lambda: "pharos_telemetry_written_total 40.0" in _scrape(port), 20), _scrape(
+        port
+    )
+    text = _scrape(port)
+    assert "pharos_telemetry_received_total 40.0" in text
+    assert "pharos_modbus_meters_unhealthy 0.0" in text
+    assert ingest.signal(signal.SIGTERM) == 0
