@@ -94,18 +94,19 @@ async def test_a_simulated_fleet_is_stored_reading_for_reading(
             mqtt = MqttOptions(mosquitto.host, mosquitto.port, BACKEND, backend.secret)
             options = TelemetryOptions(stats_interval_s=None)
             async with TelemetryServices(runtime, options, mqtt=mqtt) as services:
-                assert services.ingest is not None and services.poller is not None
-                await services.ingest.wait_connected()
+                ingest, poller = services.ingest, services.poller
+                assert ingest is not None and poller is not None
+                await ingest.wait_connected()
                 devices = fleet.start_mqtt(secrets)
                 await fleet.run_until(start + SIMULATED)
                 taken = {device.device_id: device.seq for device in devices}
-                meters = [m.device_id for m in services.poller.meters]
+                meters = [m.device_id for m in poller.meters]
                 for device_id in meters:
-                    health = await services.poller.poll_now(device_id)
+                    health = await poller.poll_now(device_id)
                     assert health.healthy, health
                 total = sum(taken.values())
-                assert await eventually(lambda: services.ingest.stats.points >= total, 30)
-                assert services.ingest.stats.dead_letters == 0
+                assert await eventually(lambda: ingest.stats.points >= total, 30)
+                assert ingest.stats.dead_letters == 0
     finally:
         await asyncio.to_thread(runtime.close)
 
