@@ -1,1 +1,1 @@
-"""Control: commands with acknowledgement, lighting programs, scheduler, overrides."""
+"""Control: commands with acknowledgement, lighting programs, calendars, overrides, energy."""

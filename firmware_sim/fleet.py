@@ -44,6 +44,7 @@ from firmware_sim.model import DeviceModel
 from firmware_sim.mqtt_device import BrokerAddress, MqttDevice, MqttHub, WireOptions
 from firmware_sim.physics.factory import build_model
 from firmware_sim.physics.flood import MORNING_HIGH_HOUR, FloodGaugeModel, tide_m
+from firmware_sim.physics.lamp import LampModel
 from firmware_sim.scenario import (
     DeviceSpec,
     Event,
@@ -364,6 +365,7 @@ class Fleet:
         self._tasks: asyncio.TaskGroup | None = None
         self._feed: asyncio.Task[None] | None = None
         self._started_mqtt = False
+        self._devices: dict[str, MqttDevice] = {}
 
     @property
     def mqtt_specs(self) -> list[DeviceSpec]:
@@ -446,6 +448,8 @@ class Fleet:
         devices = [
             self.hub.start(self._device(spec, secrets[spec.device_id])) for spec in self.mqtt_specs
         ]
+        self._devices = {device.device_id: device for device in devices}
+        self._wire_contactors()
         if self._cabinet_circuits():
             self._feed = self._tasks.create_task(self._feed_cabinets(), name="cabinet-feed")
         return devices
@@ -541,6 +545,34 @@ class Fleet:
                 circuits = feeds.setdefault(spec.cabinet_id, {})
                 circuits.setdefault(spec.cabinet_circuit, []).append(spec.device_id)
         return feeds
+
+    def _wire_contactors(self) -> None:
+        """A contactor switched (over Modbus, on the server's thread) cuts or restores the
+        supply of the lamps on its circuit, on the event loop, and they report at once."""
+        loop = asyncio.get_running_loop()
+        for cabinet_id, circuits in self._cabinet_circuits().items():
+            cabinet = self.models[cabinet_id]
+            if not isinstance(cabinet, CabinetModel):
+                continue
+
+            def switched(
+                circuit: int, on: bool, now: datetime, feeds: dict[int, list[str]] = circuits
+            ) -> None:
+                lamp_ids = feeds.get(circuit, [])
+                if lamp_ids and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._supply, lamp_ids, on)
+
+            cabinet.add_switch_listener(switched)
+
+    def _supply(self, lamp_ids: Sequence[str], on: bool) -> None:
+        now = self.clock.now()
+        for lamp_id in lamp_ids:
+            model = self.models[lamp_id]
+            if isinstance(model, LampModel):
+                model.set_supply(on, now)
+            device = self._devices.get(lamp_id)
+            if device is not None:
+                device.report_now()
 
     async def _feed_cabinets(self) -> None:
         """Every simulated minute, each circuit's lamp level is its lamps' mean level."""

@@ -33,6 +33,7 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 
 MqttProtocol = Literal["3.1.1", "5"]
 PayloadFormat = Literal["plain", "senml"]
+_ANSWERS_KEPT = 64  # command ids a device remembers its answer to
 ONLINE = b"online"
 OFFLINE = b"offline"
 # A command whose JSON is broken can still be answered when its id is legible.
@@ -424,6 +426,7 @@ class MqttDevice:
 
     __slots__ = (
         "_alarm",
+        "_answered",
         "_backoff",
         "_client",
         "_clock",
@@ -504,6 +507,9 @@ class MqttDevice:
         self._stop_requested = False
         self._seq = 0
         self._last_state: dict[str, Any] | None = None
+        # Answers to the last commands, by id: a command sent again (the backend's retry
+        # after a lost acknowledgement) is answered again, not carried out twice.
+        self._answered: OrderedDict[uuid.UUID, CommandAck] = OrderedDict()
         self._plan = self._wire.link_plan(clock.now())
         self._next_reading = clock.now()
         self._retry_at = clock.now()
@@ -792,6 +798,15 @@ class MqttDevice:
         self.hub.counters.messages_sent += 1
         return info.mid
 
+    def report_now(self) -> None:
+        """Publish a reading and the state at once: a change the device notices by itself
+        (its supply cut at the cabinet) is reported without waiting for the interval."""
+        if self._link is not LinkState.UP:
+            return
+        now = self._clock.now()
+        self._publish_reading(now)
+        self._publish_state_if_changed(now)
+
     def _report_if_due(self) -> None:
         now = self._clock.now()
         if now < self._next_reading:
@@ -865,13 +880,21 @@ class MqttDevice:
         if command.is_expired(self._wire.device_time(now)):
             self.hub.counters.commands_ignored += 1
             return
+        known = self._answered.get(command.id)
+        if known is not None:
+            self._ack(known)
+            return
         try:
             validate_command_params(self._model.kind, command.action, command.params)
         except CommandParamsError as exc:
             self._ack(CommandAck(id=command.id, status="rejected", detail=str(exc)))
             return
         outcome = self._model.handle(command.action, command.params, now)
-        self._ack(CommandAck(id=command.id, status=outcome.status, detail=outcome.detail))
+        ack = CommandAck(id=command.id, status=outcome.status, detail=outcome.detail)
+        self._answered[command.id] = ack
+        while len(self._answered) > _ANSWERS_KEPT:
+            self._answered.popitem(last=False)
+        self._ack(ack)
         if outcome.status == "ok":
             self._publish_state(now)
 

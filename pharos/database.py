@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Engine, make_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -48,3 +49,15 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None, "the migrations folder has no revision"
     return head
+
+
+def all_tables() -> MetaData:
+    """The one metadata every package's tables register in, with all of them imported."""
+    # Each import registers its package's tables.
+    import control.models  # noqa: F401
+    import devices.registry.models  # noqa: F401
+    import rules.models  # noqa: F401
+    import telemetry.models  # noqa: F401
+    from devices.registry.db import Base
+
+    return Base.metadata

@@ -23,8 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
+
+from control.files import AssignmentSpec, apply_lighting_file, parse_lighting_file
+from control.plan import TargetType
+from control.program import Site
 from devices.registry.csv_import import import_devices
-from devices.registry.db import utcnow
+from devices.registry.db import transaction, utcnow
 from devices.wire import DeviceKind
 from firmware_sim.fleet import Fleet, FleetCounters
 from firmware_sim.mqtt_device import BrokerAddress
@@ -32,12 +37,14 @@ from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices
 from pharos.apikeys import Role, create_api_key
 from pharos.broker_process import MosquittoProcess, free_port
 from pharos.cli.ingest import configure_logging, stop_on_signals
+from pharos.composition import PharosServices, ServiceSet
 from pharos.database import upgrade
 from pharos.runtime import Runtime, build_runtime
-from pharos.services import TelemetryOptions, TelemetryServices
+from pharos.services import TelemetryOptions
 from pharos.serving import serve_api
 from pharos.settings import Settings
 from pharos.simulate import (
+    lighting_group,
     prepared_scenario,
     provision_scenario,
     scenario_clock,
@@ -45,7 +52,9 @@ from pharos.simulate import (
 )
 from telemetry.ingest import MqttOptions
 
-INVENTORY = Path(__file__).resolve().parents[1] / "examples" / "inventory-can-tho.csv"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+INVENTORY = EXAMPLES / "inventory-can-tho.csv"
+LIGHTING = EXAMPLES / "lighting-can-tho.yaml"
 SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "can-tho-demo.yaml"
 BACKEND_ACCOUNT = "pharos-backend"
 PROGRESS_EVERY_S = 10.0
@@ -114,10 +123,17 @@ def _demo_settings(settings: Settings, broker: MosquittoProcess, scenario: Scena
 
 
 def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOptions]:
-    """The sample inventory, the backend account and a fresh admin key."""
+    """The sample inventory, the services' broker accounts and a fresh admin key.
+
+    Control's and rules' secrets go into the runtime's settings, as an operator would
+    put them in PHAROS_CONTROL__BROKER_PASSWORD and PHAROS_RULES__BROKER_PASSWORD.
+    """
+    settings = runtime.settings
     with runtime.registry("demo") as registry:
         outcome = import_devices(registry, INVENTORY.read_text(encoding="utf-8"))
         account = registry.ensure_service_account(BACKEND_ACCOUNT)
+        commands = registry.ensure_service_account(settings.control.broker_username)
+        rules = registry.ensure_service_account(settings.rules.broker_username)
         api_key = create_api_key(
             registry.session, f"demo-admin-{utcnow():%Y%m%dT%H%M%S%f}", Role.ADMIN
         )
@@ -125,6 +141,14 @@ def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOpt
         f"inventory: {len(outcome.created)} created, {len(outcome.updated)} updated, "
         f"{len(outcome.unchanged)} unchanged ({INVENTORY.name})",
         flush=True,
+    )
+    runtime.settings = settings.model_copy(
+        update={
+            "control": settings.control.model_copy(
+                update={"broker_password": SecretStr(commands.secret)}
+            ),
+            "rules": settings.rules.model_copy(update={"broker_password": SecretStr(rules.secret)}),
+        }
     )
     backend = MqttOptions(broker.host, broker.port, account.username, account.secret)
     return api_key, backend
@@ -149,8 +173,10 @@ async def _run(
             provision_scenario, runtime, specs, modbus_endpoints=fleet.modbus_endpoints
         )
         await wait_for_accounts(address, secrets or {backend.username: backend.password or ""})
-        async with TelemetryServices(
-            runtime, TelemetryOptions(stats_interval_s=None), mqtt=backend, clock=clock
+        await asyncio.to_thread(_load_lighting, runtime, specs)
+        services_wanted = ServiceSet(telemetry=TelemetryOptions(stats_interval_s=None))
+        async with PharosServices(
+            runtime, services_wanted, clock=clock, ingest_mqtt=backend
         ) as services:
             fleet.start_mqtt(secrets)
             _print_banner(runtime.settings, backend.port, api_key, scenario, len(specs))
@@ -164,13 +190,31 @@ async def _run(
     print("demo stopped", flush=True)
 
 
+def _load_lighting(runtime: Runtime, specs: list[DeviceSpec]) -> None:
+    """The city's programs and calendar, assigned to each district's lighting group."""
+    lighting = parse_lighting_file(LIGHTING.read_text(encoding="utf-8"))
+    calendar = lighting.calendars[0].id
+    groups = sorted({lighting_group(s.district) for s in specs if s.kind is DeviceKind.STREETLIGHT})
+    assignments = [
+        AssignmentSpec(target_type=TargetType.GROUP, target_id=group, calendar_id=calendar)
+        for group in groups
+    ]
+    settings = runtime.settings.site
+    site = Site(
+        latitude=settings.latitude, longitude=settings.longitude, timezone=settings.timezone
+    )
+    with transaction(runtime.sessions) as session:
+        apply_lighting_file(session, lighting.model_copy(update={"assignments": assignments}), site)
+    print(f"lighting: calendar {calendar!r} on {len(groups)} district groups", flush=True)
+
+
 async def _run_fleet(fleet: Fleet, scenario: Scenario, stop: asyncio.Event) -> None:
     counters = await fleet.run_until(scenario.end, stop=stop)
     if not stop.is_set():
         print(f"simulated day over: {_fleet_line(counters)}; the API stays up", flush=True)
 
 
-async def _report(fleet: Fleet, services: TelemetryServices, stop: asyncio.Event) -> None:
+async def _report(fleet: Fleet, services: PharosServices, stop: asyncio.Event) -> None:
     """A progress line every few seconds: the fleet's side and ingest's side."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -181,18 +225,22 @@ async def _report(fleet: Fleet, services: TelemetryServices, stop: asyncio.Event
         print(f"{_fleet_line(fleet.counters())} | {_services_line(services)}", flush=True)
 
 
-def _services_line(services: TelemetryServices) -> str:
+def _services_line(services: PharosServices) -> str:
     parts = []
-    if services.ingest is not None:
-        stats = services.ingest.stats
+    telemetry = services.telemetry
+    if telemetry.ingest is not None:
+        stats = telemetry.ingest.stats
         parts.append(f"ingest: {stats.points} points stored, {stats.dead_letters} dead letters")
-    if services.poller is not None:
-        health = services.poller.health().values()
+    if telemetry.poller is not None:
+        health = telemetry.poller.health().values()
         answering = sum(1 for meter in health if meter.healthy)
         parts.append(
-            f"modbus: {services.poller.counters().points} points, "
+            f"modbus: {telemetry.poller.counters().points} points, "
             f"{answering}/{len(health)} meters answering"
         )
+    if services.rules is not None:
+        rules = services.rules.stats
+        parts.append(f"rules: {rules.raised} alerts raised, {rules.cleared} cleared")
     return " | ".join(parts)
 
 

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from control.plane import ControlPlane
 from devices.broker import BrokerAccessWriter, BrokerAccount
 from devices.registry.db import make_engine, make_session_factory
 from devices.registry.service import Registry, registry_session
 from pharos.database import ensure_sqlite_dir
 from pharos.settings import Settings
+from rules.service import RulesService
+from telemetry.fleet_stats import Reachable
 from telemetry.metrics import TelemetryMetrics
 from telemetry.store import TimeSeriesStore, open_store
 
@@ -29,6 +32,10 @@ class Runtime:
     broker_writer: BrokerAccessWriter
     timeseries: TimeSeriesStore | None = None
     telemetry_metrics: TelemetryMetrics = field(default_factory=TelemetryMetrics)
+    rules: RulesService | None = None  # the live rules engine, when `pharos serve` runs it
+    # the Modbus poller's healthy meters, when this process polls (IOC summary, fleet stats)
+    modbus_reachable: Reachable | None = None
+    control: ControlPlane | None = None  # commands and the lighting scheduler, when running
 
     def sync_broker(self, accounts: list[BrokerAccount]) -> None:
         self.broker_writer.sync(accounts)

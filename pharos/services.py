@@ -113,15 +113,17 @@ class TelemetryServices:
         mqtt: MqttOptions | None = None,
         observers: Sequence[IngestObserver] = (),
         clock: Clock | None = None,
+        modbus: ModbusClientPool | None = None,
     ) -> None:
         self.runtime = runtime
         self.clock = clock or WallClock()
+        self._pool = modbus  # shared with control (coil writes queue on the same lock)
         self.options = options or TelemetryOptions()
         settings = runtime.settings
         self._mqtt = mqtt
         if self.options.ingest and mqtt is None:
             self._mqtt = mqtt_options(settings.broker, self.options.worker_id)
-        self._observers = tuple(observers)
+        self._observers = list(observers)
         self.dead_letters = DeadLetterStore(runtime.sessions)
         self.ingest: IngestService | None = None
         self.poller: ModbusPoller | None = None
@@ -146,13 +148,32 @@ class TelemetryServices:
 
     async def __aenter__(self) -> Self:
         async with AsyncExitStack() as stack:
-            self._submit = await self._open_sink(stack)
-            if self.options.ingest:
-                await self._start_ingest(stack)
-            if self.options.modbus:
-                await self._start_poller(stack)
+            await self.open_sink(stack)
+            await self.start_inputs(stack)
             self._stack = stack.pop_all()
         return self
+
+    async def open_sink(self, stack: AsyncExitStack) -> Submit:
+        """The first phase: storage (other services may write derived points from now)."""
+        self._submit = await self._open_sink(stack)
+        stack.callback(self._closed)
+        return self._submit
+
+    def add_observer(self, observer: IngestObserver) -> None:
+        """Another service that sees every parsed batch (before ``start_inputs``)."""
+        if self.ingest is not None:
+            raise RuntimeError("observers join before ingest starts")
+        self._observers.append(observer)
+
+    async def start_inputs(self, stack: AsyncExitStack) -> None:
+        """The second phase: MQTT ingest and the Modbus poller (stopped first on exit)."""
+        if self.options.ingest:
+            await self._start_ingest(stack)
+        if self.options.modbus:
+            await self._start_poller(stack)
+
+    def _closed(self) -> None:
+        self._submit = None
 
     async def __aexit__(
         self,
@@ -163,7 +184,6 @@ class TelemetryServices:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
-        self._submit = None
 
     async def _open_sink(self, stack: AsyncExitStack) -> Submit:
         settings = self.runtime.settings
@@ -234,8 +254,10 @@ class TelemetryServices:
 
     async def _start_poller(self, stack: AsyncExitStack) -> None:
         assert self._submit is not None
-        pool = ModbusClientPool()
-        stack.push_async_callback(pool.close)
+        pool = self._pool
+        if pool is None:
+            pool = ModbusClientPool()
+            stack.push_async_callback(pool.close)
         targets = await self._meter_targets()
         self.poller = await stack.enter_async_context(
             ModbusPoller(

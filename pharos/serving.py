@@ -3,7 +3,7 @@
 ``serve_api`` runs uvicorn inside the caller's event loop, without uvicorn's own signal
 handling: the caller owns Ctrl-C and SIGTERM (``stop``), so the API and the services
 beside it (ingest, the poller, later control and rules) stop together and in order.
-``serve`` is ``pharos serve``: the telemetry services and the API.
+``serve`` is ``pharos serve``: every service of ``pharos.composition`` and the API.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from pharos.composition import PharosServices, ServiceSet
 from pharos.runtime import Runtime
-from pharos.services import TelemetryOptions, TelemetryServices
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ async def serve_api(
         raise OSError(f"the API could not listen on {host}:{port}")
 
 
-async def serve(runtime: Runtime, stop: asyncio.Event, telemetry: TelemetryOptions | None) -> None:
-    """``pharos serve``: the telemetry services (unless ``telemetry`` is None) and the API."""
+async def serve(runtime: Runtime, stop: asyncio.Event, services: ServiceSet | None) -> None:
+    """``pharos serve``: the services (none when ``services`` is None) and the API."""
     async with contextlib.AsyncExitStack() as stack:
-        if telemetry is not None:
-            await stack.enter_async_context(TelemetryServices(runtime, telemetry))
+        if services is not None:
+            await stack.enter_async_context(PharosServices(runtime, services))
         log.info("API on http://%s:%d", runtime.settings.api.host, runtime.settings.api.port)
         await serve_api(runtime, stop)

@@ -19,6 +19,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from control.settings import ControlSettings
+from grafana.settings import GrafanaSettings
+from rules.settings import RulesSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     site: SiteSettings = Field(default_factory=SiteSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +26,10 @@ from typing import Literal
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.registry.schemas import DeviceCreate
+from devices.registry.models import Group
+from devices.registry.schemas import DeviceCreate, GroupCreate
+from devices.registry.service import Registry
+from devices.wire import DeviceKind
 from firmware_sim.clock import SimClock
 from firmware_sim.fleet import Fleet, FleetCounters, HeapSteppedClock, HeldClock, ModbusEndpoint
 from firmware_sim.mqtt_device import BrokerAddress
@@ -39,6 +44,26 @@ ACTOR = "simulator"
 FIRMWARE = "sim-1.0.0"
 _BROKER_READY_TIMEOUT_S = 15.0
 _BROKER_READY_POLL_S = 0.1
+
+
+_LIT_KINDS = (DeviceKind.STREETLIGHT, DeviceKind.SMART_POLE)
+
+
+def lighting_group(district: str) -> str:
+    """The group of a district's lamps and smart poles: ``lights-ninh-kieu``."""
+    plain = unicodedata.normalize("NFKD", district.replace("Đ", "D").replace("đ", "d"))
+    ascii_name = plain.encode("ascii", "ignore").decode().lower()
+    return "lights-" + "-".join(re.findall(r"[a-z0-9]+", ascii_name))
+
+
+def ensure_lighting_groups(registry: Registry, specs: Sequence[DeviceSpec]) -> None:
+    """One group per district with lamps, so programs and energy reports have targets."""
+    for district in sorted({s.district for s in specs if s.kind in _LIT_KINDS}):
+        group_id = lighting_group(district)
+        if registry.session.get(Group, group_id) is None:
+            registry.create_group(
+                GroupCreate(id=group_id, name=f"Chiếu sáng {district}", district=district)
+            )
 
 
 def _device_create(spec: DeviceSpec, endpoint: ModbusEndpoint | None) -> DeviceCreate:
@@ -64,6 +89,7 @@ def _device_create(spec: DeviceSpec, endpoint: ModbusEndpoint | None) -> DeviceC
         cabinet_circuit=spec.cabinet_circuit,
         rated_power_w=spec.rated_power_w,
         firmware=FIRMWARE,
+        groups=[lighting_group(spec.district)] if spec.kind in _LIT_KINDS else [],
         **modbus,
     )
 
@@ -89,6 +115,7 @@ def provision_scenario(
     rows = [_device_create(s, endpoints.get(s.device_id)) for s in ordered]
     secrets: dict[str, str] = {}
     with runtime.registry(ACTOR) as registry:
+        ensure_lighting_groups(registry, specs)
         outcome = registry.upsert_devices(rows)
         secrets.update({c.username: c.secret for c in outcome.credentials})
         for spec in specs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,9 @@ from devices.wire import CommandParamsError, DeviceKind, kind_spec, validate_com
 from devices.wire.commands import SwitchCircuitParams
 from firmware_sim.modbus.meter import NOMINAL_VOLTAGE_V, MeterPhysics, PhaseLoad, with_energy
 from firmware_sim.model import Ack, MetricValue
+
+# Called as ``listener(circuit, on, now)`` after a contactor changes (any thread).
+SwitchListener = Callable[[int, bool, datetime], None]
 
 LAMP_STANDBY_W = 0.5  # an LED driver powered but dimmed to 0 still draws a little
 _WATT_SECONDS_PER_KWH = 3_600_000.0
@@ -106,6 +109,7 @@ class CabinetModel:
         self._door_open = False
         # The Modbus server thread and the simulator (or a test) both act on the cabinet.
         self._lock = threading.RLock()
+        self._switch_listeners: list[SwitchListener] = []
 
     @property
     def interval_s(self) -> float:
@@ -135,7 +139,17 @@ class CabinetModel:
         with self._lock:
             target = self._circuit(circuit)
             self._book_energy(now)
+            changed = target.closed != on
             target.closed = on
+            listeners = list(self._switch_listeners)
+        if changed:
+            for listener in listeners:
+                listener(circuit, on, now)
+
+    def add_switch_listener(self, listener: SwitchListener) -> None:
+        """Tell ``listener`` about every contactor change (the lamps on the circuit)."""
+        with self._lock:
+            self._switch_listeners.append(listener)
 
     def set_lamp_level(self, circuit: int, level: float, now: datetime) -> None:
         """The dim level (0-100 %) of the lamps on ``circuit`` from ``now`` on."""

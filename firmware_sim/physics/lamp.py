@@ -117,6 +117,7 @@ class LampModel:
         self._runner = ProgramRunner(program, latitude, longitude, tz)
         self._manual: _Hold | None = None
         self._override: _Hold | None = None
+        self._supplied = True  # the cabinet's contactor on this lamp's circuit is closed
         self._last_on_level = 100.0
         self.energy_kwh = 0.0
         self.operating_hours = 0.0
@@ -146,8 +147,20 @@ class LampModel:
             return self._manual.level
         return self._runner.level_at(when)
 
+    @property
+    def supplied(self) -> bool:
+        return self._supplied
+
+    def set_supply(self, on: bool, now: datetime) -> None:
+        """The feeder's contactor closed (``on``) or opened at ``now``: without supply
+        the lamp is dark and draws nothing, whatever its program says."""
+        self._integrate(now)
+        self._supplied = on
+
     def output_level(self, when: datetime) -> float:
         """The level the controller actually drives (day burning forces full in daylight)."""
+        if not self._supplied:
+            return 0.0
         if self._fault_config.has(Fault.DAY_BURNING) and self._runner.is_daylight(when):
             return 100.0
         return self.commanded_level(when)
@@ -157,6 +170,8 @@ class LampModel:
 
     def _drawn_w(self, level: float) -> float:
         """True active power for an output level (a failed lamp draws standby only)."""
+        if not self._supplied:
+            return 0.0
         return lamp_power_w(self.rated_power_w, level) if self._burning(level) else STANDBY_W
 
     def _next_boundary(self, after: datetime) -> datetime:
@@ -228,6 +243,8 @@ class LampModel:
 
     def _metered(self, level: float) -> tuple[float, float]:
         """Measured power and power factor, with the metering chip's small noise."""
+        if not self._supplied:
+            return 0.0, STANDBY_POWER_FACTOR
         if not self._burning(level):
             return max(0.0, STANDBY_W + self._rng.gauss(0.0, 0.02)), STANDBY_POWER_FACTOR
         power_w = self._drawn_w(level) * (1.0 + self._rng.gauss(0.0, 0.004))

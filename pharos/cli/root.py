@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pharos.cli import admin, devices, ingest, sim
+from pharos.cli import admin, control, devices, grafana, ingest, rules, sim
 from pharos.cli.common import CliState, opened_runtime, settings_of
 from pharos.database import upgrade
 
@@ -25,6 +25,9 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(admin.apikeys_app, name="apikeys")
 app.add_typer(admin.broker_app, name="broker")
 app.add_typer(sim.app, name="sim")
+app.add_typer(grafana.app, name="grafana")
+app.add_typer(rules.app, name="rules")
+app.add_typer(control.app, name="control")
 app.command("ingest")(ingest.ingest_command)
 
 
@@ -55,26 +58,41 @@ def serve(
     modbus: Annotated[
         bool, typer.Option("--modbus/--no-modbus", help="Poll the Modbus meters here.")
     ] = True,
+    control: Annotated[
+        bool,
+        typer.Option("--control/--no-control", help="Send commands and run lighting programs."),
+    ] = True,
+    rules: Annotated[
+        bool, typer.Option("--rules/--no-rules", help="Evaluate rules and raise alerts.")
+    ] = True,
 ) -> None:
-    """Run the API and the services (ingest, Modbus poller) until Ctrl-C or SIGTERM.
+    """Run the API and the services until Ctrl-C or SIGTERM.
 
     Migrates the database first. The API listens on api.host:api.port
-    (PHAROS_API__HOST, PHAROS_API__PORT); ingest needs the backend's broker secret in
-    PHAROS_BROKER__PASSWORD (or run `pharos ingest` workers apart and --no-ingest here).
+    (PHAROS_API__HOST, PHAROS_API__PORT). The services: ingest and the Modbus poller
+    (broker secret in PHAROS_BROKER__PASSWORD), control (PHAROS_CONTROL__BROKER_PASSWORD),
+    rules (PHAROS_RULES__BROKER_PASSWORD), each with its own broker account
+    (`pharos broker service-account NAME`). Run `pharos ingest` workers apart and
+    --no-ingest here to scale ingest out.
 
     Example: PHAROS_API__PORT=8080 pharos serve --no-ingest
     """
     from pharos.cli.ingest import configure_logging, run_or_fail, stop_on_signals
+    from pharos.composition import ServiceSet
     from pharos.services import TelemetryOptions
     from pharos.serving import serve as serve_all
 
     configure_logging()
     with opened_runtime(ctx, require_schema=False) as runtime:
         upgrade(runtime.engine)
-        telemetry = TelemetryOptions(ingest=ingest, modbus=modbus) if ingest or modbus else None
+        services = ServiceSet(
+            telemetry=TelemetryOptions(ingest=ingest, modbus=modbus),
+            control=control,
+            rules=rules,
+        )
 
         async def main() -> None:
-            await serve_all(runtime, stop_on_signals(), telemetry)
+            await serve_all(runtime, stop_on_signals(), services)
 
         run_or_fail(main())
 

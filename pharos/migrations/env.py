@@ -5,12 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import devices.registry.models  # noqa: F401  (registers the tables)
-import telemetry.models  # noqa: F401  (registers the tables)
-from devices.registry.db import Base
+from pharos.database import all_tables
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = all_tables()
 
 
 def run_migrations_offline() -> None:

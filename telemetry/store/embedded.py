@@ -23,6 +23,7 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from devices.wire import DeviceKind
 from telemetry.points import SEQ_FIELD, Point
 from telemetry.store.base import (
     Aggregate,
@@ -51,6 +52,14 @@ SCHEMA = (
         PRIMARY KEY (device_id, metric, time_ns)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS points_by_kind ON points (measurement, metric, time_ns)",
+    """CREATE TABLE IF NOT EXISTS derived_points (
+        measurement TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        field TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (measurement, tags, field, time_ns)
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS series (
         device_id TEXT NOT NULL,
         metric TEXT NOT NULL,
@@ -68,6 +77,8 @@ _SQL_AGGREGATE: dict[Aggregate, str] = {
 }
 
 _PointRow = tuple[str, str, str | None, str | None, str, int, float, int]
+_DerivedRow = tuple[str, str, str, int, float]
+_DEVICE_KINDS = frozenset(kind.value for kind in DeviceKind)
 
 
 def boolean_aggregate_error(metric: str, aggregate: Aggregate) -> UnsupportedAggregateError:
@@ -90,8 +101,13 @@ class EmbeddedStore:
 
     async def write(self, points: Sequence[Point]) -> None:
         if points:
-            rows = _rows(points)
-            await asyncio.to_thread(self._write, rows)
+            readings = [p for p in points if p.measurement in _DEVICE_KINDS]
+            derived = [p for p in points if p.measurement not in _DEVICE_KINDS]
+            await asyncio.to_thread(self._write, _rows(readings), _derived_rows(derived))
+
+    async def derived(self, measurement: str) -> list[tuple[dict[str, str], str, datetime, float]]:
+        """Every stored point of a derived measurement: tags, field, time, value."""
+        return await asyncio.to_thread(self._derived, measurement)
 
     async def latest(
         self,
@@ -166,7 +182,7 @@ class EmbeddedStore:
                     conn.execute(statement)
             self._schema_ready = True
 
-    def _write(self, rows: list[_PointRow]) -> None:
+    def _write(self, rows: list[_PointRow], derived: list[_DerivedRow]) -> None:
         series = {(r[1], r[4], r[0]) for r in rows}
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -180,6 +196,11 @@ class EmbeddedStore:
                     "INSERT OR IGNORE INTO series (device_id, metric, measurement) "
                     "VALUES (?, ?, ?)",
                     sorted(series),
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO derived_points (measurement, tags, field, "
+                    "time_ns, value) VALUES (?, ?, ?, ?, ?)",
+                    derived,
                 )
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -265,6 +286,15 @@ class EmbeddedStore:
             (total,) = conn.execute(query, args).fetchone()
         return int(total)
 
+    def _derived(self, measurement: str) -> list[tuple[dict[str, str], str, datetime, float]]:
+        query = (
+            "SELECT tags, field, time_ns, value FROM derived_points WHERE measurement = ? "
+            "ORDER BY time_ns, tags, field"
+        )
+        with self._connect() as conn:
+            rows = conn.execute(query, (measurement,)).fetchall()
+        return [(json.loads(tags), field, from_ns(t), float(v)) for tags, field, t, v in rows]
+
     def _seqs(self, device_id: str) -> list[int]:
         query = "SELECT value FROM points WHERE device_id = ? AND metric = ? ORDER BY time_ns"
         with self._connect() as conn:
@@ -302,6 +332,20 @@ def _rows(points: Sequence[Point]) -> list[_PointRow]:
             rows.append(
                 (point.measurement, point.device_id, district, group, name, time_ns, value, flag)
             )
+    return rows
+
+
+def _derived_rows(points: Sequence[Point]) -> list[_DerivedRow]:
+    """One row per field of a derived point, its tag set as canonical JSON."""
+    rows: list[_DerivedRow] = []
+    for point in points:
+        tags = json.dumps(point.tags, sort_keys=True, ensure_ascii=False)
+        time_ns = to_ns(point.time)
+        for name, raw in point.fields.items():
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"{point.measurement}.{name}: not a finite number: {raw!r}")
+            rows.append((point.measurement, tags, name, time_ns, value))
     return rows
 
 

@@ -6,12 +6,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from devices.registry.db import Base
-from pharos.database import current_revision
+from pharos.database import all_tables, current_revision, head_revision
 
 
 def test_head_matches_the_models(engine: Engine) -> None:
     with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(connection), all_tables())
     assert diff == []
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == head_revision()

@@ -4,7 +4,21 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from pharos.api.routes import audit, devices, groups, health, metrics, telemetry
+from pharos.api.routes import (
+    alerts,
+    audit,
+    commands,
+    devices,
+    energy,
+    grafana,
+    groups,
+    health,
+    ioc,
+    metrics,
+    programs,
+    rules,
+    telemetry,
+)
 
 # Documented once for every route under /api/v1: they all need a key.
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -17,5 +31,12 @@ api_router.include_router(devices.router)
 api_router.include_router(groups.router)
 api_router.include_router(audit.router)
 api_router.include_router(telemetry.router)
+api_router.include_router(alerts.router)
+api_router.include_router(rules.router)
+api_router.include_router(ioc.router)
+api_router.include_router(grafana.router)
+api_router.include_router(commands.router)
+api_router.include_router(programs.router)
+api_router.include_router(energy.router)
 
 __all__ = ["api_router", "health", "metrics"]

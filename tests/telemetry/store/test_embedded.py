@@ -96,3 +96,22 @@ async def test_many_device_ids_in_one_query(tmp_path: Path) -> None:
     wanted = [f"sl-{n:04}" for n in range(0, 1_500, 1)]
     values = await store.latest(device_ids=wanted, metrics=["seq"])
     assert [v.device_id for v in values] == sorted(wanted)
+
+
+async def test_derived_points_never_replace_a_reading_and_need_no_device(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedStore(tmp_path / "ts.db")
+    at = datetime(2026, 11, 22, 11, 0, tzinfo=UTC)
+    gauge = Point("flood_gauge", {"device_id": "fg-1"}, {"water_level_m": 1.9}, at)
+    flood = Point("flood", {"device_id": "fg-1"}, {"water_level_m": 1.95, "alert_level": 2}, at)
+    alerts = Point("alerts", {"severity": "critical", "district": "Ninh Kiều"}, {"open": 3}, at)
+    await store.write([gauge, flood, alerts])
+    latest = await store.latest(device_ids=["fg-1"], kind="flood_gauge")
+    assert [(v.metric, v.value) for v in latest] == [("water_level_m", 1.9)]
+    assert await store.derived("alerts") == [
+        ({"district": "Ninh Kiều", "severity": "critical"}, "open", at, 3.0)
+    ]
+    await store.write([Point("alerts", alerts.tags, {"open": 4}, at)])  # same series, time
+    assert [row[3] for row in await store.derived("alerts")] == [4.0]
+    assert {row[1] for row in await store.derived("flood")} == {"water_level_m", "alert_level"}

@@ -1,0 +1,1 @@
+"""Commands to devices: MQTT and Modbus transports, tracking, retries, expiry, progress."""
