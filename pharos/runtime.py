@@ -5,6 +5,7 @@ The CLI, the API and the demo all start here, so each gets the same wiring.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,20 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built out of every later garbage collection (``gc.freeze``).
+
+    Called once the services run: the modules, settings, rules and caches loaded at
+    start-up (about 100,000 objects) live as long as the process, yet each full
+    collection walked them all, stopping the event loop for 50-100 ms on this machine
+    (ingest and the rules evaluator with it: the worst trigger → command latencies).
+    Collected first, so no garbage of the start-up is kept; objects made later are
+    collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def build_runtime(settings: Settings) -> Runtime:

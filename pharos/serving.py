@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from pharos.composition import PharosServices, ServiceSet
-from pharos.runtime import Runtime
+from pharos.runtime import Runtime, freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +59,6 @@ async def serve(runtime: Runtime, stop: asyncio.Event, services: ServiceSet | No
     async with contextlib.AsyncExitStack() as stack:
         if services is not None:
             await stack.enter_async_context(PharosServices(runtime, services))
+        freeze_startup_heap()
         log.info("API on http://%s:%d", runtime.settings.api.host, runtime.settings.api.port)
         await serve_api(runtime, stop)

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from pharos.cli.common import fail, opened_runtime
-from pharos.runtime import Runtime
+from pharos.runtime import Runtime, freeze_startup_heap
 from pharos.services import ServiceConfigurationError, TelemetryOptions, TelemetryServices
 from telemetry.influx import InfluxConfigurationError
 from telemetry.ingest import MqttConfigurationError
@@ -151,6 +151,7 @@ async def _serve(runtime: Runtime, options: TelemetryOptions, metrics_port: int 
 
     stop = stop_on_signals()
     async with TelemetryServices(runtime, options) as services:
+        freeze_startup_heap()
         if metrics_port is None:
             await stop.wait()
         else:
