@@ -129,6 +129,8 @@ class PharosServices:
             if self.services.rules:
                 await self._start_rules(stack, submit)
             await self.telemetry.start_inputs(stack)
+            if self.services.telemetry.modbus:  # Modbus devices have no MQTT status
+                self.runtime.modbus_reachable = self._reachable
             self._stack = stack.pop_all()
         return self
 
@@ -145,6 +147,7 @@ class PharosServices:
         finally:
             self.runtime.control = None
             self.runtime.rules = None
+            self.runtime.modbus_reachable = None
 
     def _reachable(self) -> set[str]:
         """Modbus devices answering now (they have no MQTT status of their own)."""

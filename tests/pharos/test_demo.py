@@ -63,6 +63,11 @@ def _check_demo(process: subprocess.Popen[str], api_port: int) -> None:
         # and the Modbus poller reads the simulated meters.
         stored = _kinds_with_latest(base, key, deadline)
         assert {"streetlight", "env_monitor", "flood_gauge", "energy_meter"} <= stored
+        # Control runs: at start every district's lamps get their program and level.
+        commands = _get_when_up(f"{base}/commands", key, deadline)
+        assert commands["total"] >= 9
+        assert {"set_program", "set_dim"} & {c["action"] for c in commands["items"]}
+        assert re.search(r"lighting: calendar 'can-tho' on [1-9] district groups", text)
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, "".join(output) + process.stdout.read()
