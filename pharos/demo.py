@@ -36,7 +36,7 @@ from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices
 from pharos.apikeys import Role, create_api_key
 from pharos.broker_process import MosquittoProcess, free_port
-from pharos.cli.ingest import configure_logging, stop_on_signals
+from pharos.cli.common import configure_logging, stop_on_signals
 from pharos.composition import PharosServices, ServiceSet
 from pharos.database import upgrade
 from pharos.runtime import Runtime, build_runtime

@@ -40,6 +40,7 @@ from telemetry.ingest import (
     counted,
 )
 from telemetry.modbus_poller import MeterTarget, ModbusPoller, load_meter_targets
+from telemetry.periodic import repeat_every
 from telemetry.twin import DeviceTwinStore
 
 log = logging.getLogger(__name__)
@@ -287,16 +288,16 @@ class TelemetryServices:
         return targets
 
     async def _refresh_meters(self, stop: asyncio.Event) -> None:
-        """Meters registered, changed or decommissioned since start join or leave the poll."""
-        assert self.poller is not None
-        while True:
-            try:
-                async with asyncio.timeout(self.options.meters_refresh_s):
-                    await stop.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                self.poller.set_meters(await self._meter_targets())
-            except Exception:  # the registry away for a moment: keep the current list
-                log.exception("modbus: could not re-read the meter list; keeping the current one")
+        """Meters registered, changed or decommissioned since start join or leave the poll.
+
+        A failed re-read keeps the current list; the next round tries again.
+        """
+        poller = self.poller
+        assert poller is not None
+
+        async def reload() -> None:
+            poller.set_meters(await self._meter_targets())
+
+        await repeat_every(
+            self.options.meters_refresh_s, stop, reload, what="modbus meter list re-read"
+        )

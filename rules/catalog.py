@@ -10,7 +10,6 @@ the backtest's and unit tests' pure runs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, device_groups
 from rules.derived import DeviceFacts
+from telemetry.periodic import repeat_every
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,7 @@ class DeviceCatalog(StaticCatalog):
             await group.__aexit__(exc_type, exc, tb)
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._stopping.wait()
-            if self._stopping.is_set():
-                return
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("rules catalog: refresh failed; keeping the devices we have")
+        # A failed refresh keeps the devices we have; the next round tries again.
+        await repeat_every(
+            self._interval, self._stopping, self.refresh, what="rules catalog refresh"
+        )

@@ -21,7 +21,6 @@ tests drive it. A Modbus device never reports a status of its own: ``reachable``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -37,6 +36,7 @@ from devices.registry.models import Device, LifecycleState
 from devices.wire import kind_spec
 from telemetry.derived import DEVICES, FLEET
 from telemetry.models import DeadLetterRow, DeviceStatusRow
+from telemetry.periodic import repeat_every
 from telemetry.points import Point
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,6 @@ class FleetStatsWriter:
         return snapshot
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.write_once()
-            except Exception:  # the database or the sink away for a moment: next round
-                log.exception("fleet stats: round failed; retrying in %.0f s", self._interval)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._stopping.wait()
+        await repeat_every(
+            self._interval, self._stopping, self.write_once, what="fleet stats", at_once=True
+        )

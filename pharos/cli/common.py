@@ -8,22 +8,28 @@ database that is not there) print one line to stderr and exit 1, never a traceba
 
 from __future__ import annotations
 
+import asyncio
 import getpass
+import logging
 import os
-from collections.abc import Iterator, Sequence
+import signal
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
-from alembic.script import ScriptDirectory
 from sqlalchemy.exc import SQLAlchemyError
 
 from devices.registry.service import Registry, RegistryError
-from pharos.database import alembic_config, current_revision
+from pharos.database import current_revision, head_revision
 from pharos.runtime import Runtime, build_runtime
+from pharos.services import ServiceConfigurationError
 from pharos.settings import Settings, SettingsError, load_settings
+from telemetry.influx import InfluxConfigurationError
+from telemetry.ingest import MqttConfigurationError
+from telemetry.spool import SpoolError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -97,7 +103,7 @@ def opened_runtime(ctx: typer.Context, *, require_schema: bool = True) -> Iterat
 
 def _check_schema(runtime: Runtime) -> None:
     url = runtime.engine.url.render_as_string(hide_password=True)
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    head = head_revision()
     current = current_revision(runtime.engine)
     if current is None:
         fail(f"the database {url} has no Pharos tables yet: run `pharos db upgrade` first")
@@ -136,3 +142,53 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "alembic"):  # a line per write request / per schema check
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
+    # pymodbus dumps raw frames on every bad reply; our client reports each failure itself.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+# What stops the services for a reason a person must fix (exit 1 with the message).
+_EXPECTED = (
+    MqttConfigurationError,
+    InfluxConfigurationError,
+    SpoolError,
+    ServiceConfigurationError,
+)
+
+
+def run_or_fail(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``; a configuration problem exits 1 with its message, no traceback."""
+    try:
+        asyncio.run(main)
+    except Exception as exc:
+        problems = _expected_failures(exc)
+        if problems is None:
+            raise
+        fail("; ".join(problems))
+
+
+def _expected_failures(exc: BaseException) -> list[str] | None:
+    """The messages of ``exc`` (a task group's too) if all are expected, else None."""
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[str] = []
+        for inner in exc.exceptions:
+            messages = _expected_failures(inner)
+            if messages is None:
+                return None
+            found += messages
+        return found
+    return [str(exc)] if isinstance(exc, _EXPECTED) else None
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM (call inside the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

@@ -15,20 +15,14 @@ by default the single worker, or worker 1.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from pharos.cli.common import fail, opened_runtime
+from pharos.cli.common import configure_logging, opened_runtime, run_or_fail, stop_on_signals
 from pharos.runtime import Runtime, freeze_startup_heap
-from pharos.services import ServiceConfigurationError, TelemetryOptions, TelemetryServices
-from telemetry.influx import InfluxConfigurationError
-from telemetry.ingest import MqttConfigurationError
-from telemetry.spool import SpoolError
+from pharos.services import TelemetryOptions, TelemetryServices
 
 log = logging.getLogger("pharos.ingest")
 
@@ -94,56 +88,6 @@ def ingest_command(
     )
     with opened_runtime(ctx) as runtime:
         run_or_fail(_serve(runtime, options, metrics_port))
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "alembic"):  # a line per write request / per schema check
-        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
-    # pymodbus dumps raw frames on every bad reply; our client reports each failure itself.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-
-# What stops the services for a reason a person must fix (exit 1 with the message).
-_EXPECTED = (
-    MqttConfigurationError,
-    InfluxConfigurationError,
-    SpoolError,
-    ServiceConfigurationError,
-)
-
-
-def run_or_fail(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run(main)``; a configuration problem exits 1 with its message, no traceback."""
-    try:
-        asyncio.run(main)
-    except Exception as exc:
-        problems = _expected_failures(exc)
-        if problems is None:
-            raise
-        fail("; ".join(problems))
-
-
-def _expected_failures(exc: BaseException) -> list[str] | None:
-    """The messages of ``exc`` (a task group's too) if all are expected, else None."""
-    if isinstance(exc, BaseExceptionGroup):
-        found: list[str] = []
-        for inner in exc.exceptions:
-            messages = _expected_failures(inner)
-            if messages is None:
-                return None
-            found += messages
-        return found
-    return [str(exc)] if isinstance(exc, _EXPECTED) else None
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by Ctrl-C or SIGTERM (call inside the running loop)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
 
 
 async def _serve(runtime: Runtime, options: TelemetryOptions, metrics_port: int | None) -> None:

@@ -77,7 +77,7 @@ def serve(
 
     Example: PHAROS_API__PORT=8080 pharos serve --no-ingest
     """
-    from pharos.cli.ingest import configure_logging, run_or_fail, stop_on_signals
+    from pharos.cli.common import configure_logging, run_or_fail, stop_on_signals
     from pharos.composition import ServiceSet
     from pharos.services import TelemetryOptions
     from pharos.serving import serve as serve_all

@@ -15,7 +15,6 @@ the registry).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, device_groups
+from telemetry.periodic import repeat_every
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +138,10 @@ class DeviceDirectory:
         self._misses.clear()
 
     async def _refresh_periodically(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._refresh_interval):
-                    await self._stopping.wait()
-            if self._stopping.is_set():
-                return
-            try:
-                await self.refresh()
-            except Exception:
-                # Keep the directory we have; the next round tries again.
-                log.exception("device directory: refresh failed")
+        # A failed refresh keeps the directory we have; the next round tries again.
+        await repeat_every(
+            self._refresh_interval, self._stopping, self.refresh, what="device directory refresh"
+        )
 
     def _due(self, device_id: str, now: float) -> bool:
         missed_at = self._misses.get(device_id)
