@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_sim import MAX_PUBLISHERS, PUBLISHER, SUBSCRIBER, Broker, c_client_limit, city
 
-from control.clock import SystemClock
 from control.commands.link import LinkOptions
 from control.commands.model import CommandRequest
 from control.commands.service import CommandOptions, CommandService
@@ -45,6 +44,7 @@ from devices.registry.schemas import DeviceCreate, GroupCreate
 from devices.registry.service import Registry
 from pharos.broker_process import MosquittoProcess
 from pharos.database import upgrade
+from pharos_core.clock import SystemClock
 
 SERVICE = "pharos-commands"
 GROUP = "bench-street"
@@ -53,9 +53,9 @@ START = datetime(2026, 11, 22, 13, 0, tzinfo=UTC)  # 20:00 in Cần Thơ
 
 def fleet_main(host: str, port: int, secrets_file: str) -> None:
     """Child process: run the lamps until stdin closes."""
-    from firmware_sim.clock import SteppedClock
     from firmware_sim.mqtt_device import BrokerAddress, MqttDevice, MqttHub, WireOptions
     from firmware_sim.physics.factory import build_model
+    from pharos_core.clock import SteppedClock
 
     secrets: dict[str, str] = json.loads(Path(secrets_file).read_text())
     specs = [s for s in city(len(secrets), 3600) if s.device_id in secrets]

@@ -48,10 +48,10 @@ from devices.wire import Channel, device_topic  # noqa: E402
 from pharos.broker_process import MosquittoProcess  # noqa: E402
 from pharos.database import upgrade  # noqa: E402
 from pharos.runtime import freeze_startup_heap  # noqa: E402
+from pharos_core.clock import SystemClock  # noqa: E402
 from rules.actions import MqttAccount, MqttControl, MqttPublisher  # noqa: E402
 from rules.alerts import AlertStore  # noqa: E402
 from rules.catalog import DeviceCatalog, StaticCatalog  # noqa: E402
-from rules.clock import SystemClock  # noqa: E402
 from rules.derived import Derivations, DeviceFacts, SunTimes  # noqa: E402
 from rules.engine import RuleEngine  # noqa: E402
 from rules.service import RulesService  # noqa: E402

@@ -38,8 +38,7 @@ from typing import Any
 
 from devices.broker import BrokerAccessWriter, BrokerAccount, hash_password, new_secret
 from devices.wire import DeviceKind
-from firmware_sim.clock import SimClock
-from firmware_sim.fleet import Fleet, HeapSteppedClock, HeldClock
+from firmware_sim.fleet import Fleet
 from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import (
     DeviceSpec,
@@ -50,6 +49,7 @@ from firmware_sim.scenario import (
     expand,
 )
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import Clock, HeldClock, SteppedClock
 
 PUBLISHER, SUBSCRIBER = "bench-pub", "bench-sub"
 MAX_PUBLISHERS = 8
@@ -208,14 +208,14 @@ def run_phase(job: PhaseJob) -> dict[str, Any]:
     gc.collect()
     rss_before = rss_kb()  # before the specs: they are part of what a device costs
     specs = city(job.devices, job.interval_s)
-    clock: SimClock = (
-        HeapSteppedClock(START) if job.accelerate is None else HeldClock(START, job.accelerate)
+    clock: Clock = (
+        SteppedClock(START) if job.accelerate is None else HeldClock(START, job.accelerate)
     )
     return asyncio.run(connect_and_run(job, specs, clock, rss_before))
 
 
 async def connect_and_run(
-    job: PhaseJob, specs: list[DeviceSpec], clock: SimClock, rss_before: int
+    job: PhaseJob, specs: list[DeviceSpec], clock: Clock, rss_before: int
 ) -> dict[str, Any]:
     """Connect every device, then run ``job.duration_s`` of wall time; the figures."""
     broker = BrokerAddress(job.host, job.port)

@@ -19,12 +19,12 @@ from types import TracebackType
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock, sleep_until
 from control.energy import EnergySettings, Lamp, MeasuredKwh
 from control.program import Site, sunrise_at, sunset_at
 from control.store import LAMP_KINDS
 from devices.registry.db import transaction
 from devices.registry.models import Device, Group, device_groups
+from pharos_core.clock import Clock, sleep_until
 
 log = logging.getLogger(__name__)
 MEASUREMENT = "energy"

@@ -13,7 +13,6 @@ from types import TracebackType
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock, SystemClock
 from control.commands.link import LinkOptions
 from control.commands.service import CommandOptions, CommandService
 from control.energy import EnergySettings
@@ -21,6 +20,7 @@ from control.program import Site
 from control.schedule import ScheduleOptions, StepScheduler
 from control.settings import ControlSettings
 from devices.modbus_client import ModbusClientPool
+from pharos_core.clock import Clock, SystemClock
 
 
 class ControlPlane:

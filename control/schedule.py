@@ -29,7 +29,6 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock, sleep_or_wake
 from control.commands.model import CommandPublic, CommandRequest
 from control.models import JOBS_TABLE, LampStateRow
 from control.plan import ControlPlan, LampRef, Target, TargetType, desired_level, next_change
@@ -37,6 +36,7 @@ from control.program import Site
 from control.state import is_drifting
 from control.store import lamps_of, load_plan, managed_lamps
 from devices.registry.db import transaction
+from pharos_core.clock import Clock, sleep_or_wake
 
 log = logging.getLogger(__name__)
 ACTOR = "schedule"

@@ -17,9 +17,7 @@ model and starts the Modbus servers (so their ports can be registered), then
 from __future__ import annotations
 
 import asyncio
-import heapq
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -29,7 +27,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from devices.wire import DeviceKind, WordOrder
 from devices.wire.registers import get_register_map
-from firmware_sim.clock import SimClock, SteppedClock
 from firmware_sim.modbus import (
     BuildingType,
     CabinetModel,
@@ -53,6 +50,7 @@ from firmware_sim.scenario import (
     RainEvent,
     RiverTrendEvent,
 )
+from pharos_core.clock import Clock, HeldClock, SteppedClock
 
 _SETTLE_ROUNDS = 5
 _CALM_POLL_S = 0.2
@@ -106,7 +104,7 @@ async def drive_stepped_clock(
     await _calm_or_stopped(hub, stop)
 
 
-async def run_clock_until(clock: SimClock, end: datetime, stop: asyncio.Event | None) -> None:
+async def run_clock_until(clock: Clock, end: datetime, stop: asyncio.Event | None) -> None:
     """Wait (simulated) until ``end`` on a clock that runs by itself, or until ``stop``."""
     remaining = (end - clock.now()).total_seconds()
     if remaining <= 0:
@@ -120,80 +118,6 @@ async def run_clock_until(clock: SimClock, end: datetime, stop: asyncio.Event | 
         await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
         sleeper.cancel()
         stopper.cancel()
-
-
-class HeapSteppedClock(SteppedClock):
-    """A ``SteppedClock`` whose sleepers wait in a heap: thousands of devices, one clock.
-
-    The same contract and wake order (time, then first come); ``sleep``, ``advance``
-    and ``next_wake`` cost O(log n) instead of O(n) (a cancelled sleeper is dropped
-    when it reaches the top). Profiled with 1,000 devices "as fast as possible", the
-    list-based clock took a quarter of the process's time; this one takes almost none.
-    """
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__(start)
-        self._heap: list[tuple[datetime, int, asyncio.Future[None]]] = []
-        self._sequence = 0
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sequence += 1
-        wake = self.now() + timedelta(seconds=max(0.0, seconds))
-        heapq.heappush(self._heap, (wake, self._sequence, future))
-        await future
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose time has come, in time order."""
-        self._now += timedelta(seconds=seconds)
-        heap = self._heap
-        while heap and heap[0][0] <= self._now:
-            _, _, future = heapq.heappop(heap)
-            if not future.done():
-                future.set_result(None)
-
-    def next_wake(self) -> datetime | None:
-        heap = self._heap
-        while heap and heap[0][2].done():
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-
-class HeldClock:
-    """Time ``factor`` times faster than the wall clock, standing at ``start`` until released.
-
-    Provisioning and connecting thousands of devices takes a while after the Modbus
-    servers are up; holding the clock keeps that out of simulated time.
-    ``Fleet.run_until`` releases it once every device has tried its first connect.
-    """
-
-    def __init__(self, start: datetime, factor: float = 1.0) -> None:
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
-        if factor <= 0:
-            raise ValueError("factor must be positive")
-        self._start = start
-        self.factor = factor
-        self._released_at: float | None = None
-        self._released = asyncio.Event()
-
-    @property
-    def released(self) -> bool:
-        return self._released_at is not None
-
-    def release(self) -> None:
-        if self._released_at is None:
-            self._released_at = time.monotonic()
-            self._released.set()
-
-    def now(self) -> datetime:
-        if self._released_at is None:
-            return self._start
-        return self._start + timedelta(seconds=(time.monotonic() - self._released_at) * self.factor)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._released.wait()
-        await asyncio.sleep(max(0.0, seconds) / self.factor)
 
 
 # --- counters -----------------------------------------------------------------------------
@@ -337,7 +261,7 @@ class Fleet:
         specs: Sequence[DeviceSpec],
         *,
         broker: BrokerAddress,
-        clock: SimClock,
+        clock: Clock,
         seed: int,
         events: Sequence[Event] = (),
         model_factory: ModelFactory = build_mqtt_model,
@@ -607,8 +531,6 @@ def _mean_level(lamps: Sequence[Any], now: datetime) -> float:
 __all__ = [
     "Fleet",
     "FleetCounters",
-    "HeapSteppedClock",
-    "HeldClock",
     "ModbusEndpoint",
     "apply_events",
     "build_modbus_model",

@@ -59,10 +59,10 @@ from devices.wire import (
     kind_spec,
     validate_command_params,
 )
-from firmware_sim.clock import SimClock
 from firmware_sim.faults import FaultConfig
 from firmware_sim.model import DeviceModel
 from firmware_sim.wire_faults import NO_FAULTS, DropStyle, WireFaults
+from pharos_core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class _Alarm:
         self._ringing = False
         self._pending = False
 
-    async def sleep(self, clock: SimClock, seconds: float) -> None:
+    async def sleep(self, clock: Clock, seconds: float) -> None:
         if self._pending:
             self._pending = False
             return
@@ -462,7 +462,7 @@ class MqttDevice:
         secret: str,
         *,
         hub: MqttHub,
-        clock: SimClock,
+        clock: Clock,
         faults: FaultConfig | None = None,
         seed: int | str = 0,
         options: WireOptions | None = None,

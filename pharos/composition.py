@@ -34,12 +34,11 @@ from devices.modbus_client import ModbusClientPool
 from pharos.api.routes.energy import store_measured_kwh
 from pharos.runtime import Runtime
 from pharos.services import (
-    Clock,
     ServiceConfigurationError,
     TelemetryOptions,
     TelemetryServices,
-    WallClock,
 )
+from pharos_core.clock import Clock, SystemClock
 from rules.actions import (
     MqttAccount,
     MqttControl,
@@ -83,7 +82,7 @@ class PharosServices:
     ) -> None:
         self.runtime = runtime
         self.services = services or ServiceSet()
-        self.clock = clock or WallClock()
+        self.clock = clock or SystemClock()
         self._check_secrets(ingest_mqtt is None)
         self._pool = ModbusClientPool()  # no I/O until a device is asked
         self.telemetry = TelemetryServices(

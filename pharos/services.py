@@ -17,16 +17,16 @@ import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import httpx
 
 from devices.modbus_client import ModbusClientPool
 from pharos.runtime import Runtime
 from pharos.settings import BrokerSettings, Settings
+from pharos_core.clock import Clock, SystemClock
 from telemetry.deadletters import DeadLetterStore
 from telemetry.influx import InfluxWriter, setup_retention
 from telemetry.influx.client import InfluxConfigurationError
@@ -84,21 +84,6 @@ def spool_dir(settings: Settings, worker_id: int | None) -> Path:
     return base if worker_id is None else base / f"worker-{worker_id}"
 
 
-class Clock(Protocol):
-    """Where the poller takes its time (the wall clock, or a simulation's)."""
-
-    def now(self) -> datetime: ...
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class WallClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
 class TelemetryServices:
     """Sink, dead letters, twin, directory, ingest and Modbus poller; an async context manager.
 
@@ -117,7 +102,7 @@ class TelemetryServices:
         modbus: ModbusClientPool | None = None,
     ) -> None:
         self.runtime = runtime
-        self.clock = clock or WallClock()
+        self.clock = clock or SystemClock()
         self._pool = modbus  # shared with control (coil writes queue on the same lock)
         self.options = options or TelemetryOptions()
         settings = runtime.settings

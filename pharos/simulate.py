@@ -30,13 +30,13 @@ from devices.registry.models import Group
 from devices.registry.schemas import DeviceCreate, GroupCreate
 from devices.registry.service import Registry
 from devices.wire import DeviceKind
-from firmware_sim.clock import SimClock
-from firmware_sim.fleet import Fleet, FleetCounters, HeapSteppedClock, HeldClock, ModbusEndpoint
+from firmware_sim.fleet import Fleet, FleetCounters, ModbusEndpoint
 from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices, load_scenario
 from pharos.database import upgrade
 from pharos.runtime import Runtime, build_runtime
 from pharos.settings import Settings
+from pharos_core.clock import Clock, HeldClock, SteppedClock
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,10 @@ def _login_accepted(broker: BrokerAddress, username: str, secret: str) -> bool:
     return bool(answer and answer[0])
 
 
-def scenario_clock(scenario: Scenario, acceleration: float | Literal["max"]) -> SimClock:
+def scenario_clock(scenario: Scenario, acceleration: float | Literal["max"]) -> Clock:
     """A stepped clock for "max", else accelerated time held until the devices start."""
     if acceleration == "max":
-        return HeapSteppedClock(scenario.start)
+        return SteppedClock(scenario.start)
     return HeldClock(scenario.start, factor=acceleration)
 
 

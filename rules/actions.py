@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.registry.models import LifecycleState
 from devices.registry.service import ConflictError, NotFoundError, registry_session
 from devices.wire import Channel, Command, device_topic
+from pharos_core.clock import Clock
 from telemetry.points import DeadLetter, DeadLetterSink
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,6 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class Publisher(Protocol):
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
 
 
 class MqttControl:

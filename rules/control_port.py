@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock
 from control.commands.model import CommandRequest
 from control.commands.service import CommandService
 from control.plan import Target, TargetType
 from control.plane import ControlPlane
 from control.store import add_override
 from devices.registry.db import transaction
+from pharos_core.clock import Clock
 
 ACTOR = "rules"
 

@@ -34,10 +34,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from devices.wire import ALERTS_TOPIC
+from pharos_core.clock import Clock
 from rules.actions import ControlPort, MaintenancePort, Publisher, WebhookSender
 from rules.alerts import AlertChange, AlertStore, AsyncAlerts
 from rules.catalog import Catalog
-from rules.clock import Clock
 from rules.derived import Derivations, DeviceFacts, ExpectedLevel, SunTimes
 from rules.engine import Outcome, RuleEngine, Transition
 from rules.settings import RulesSettings

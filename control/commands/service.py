@@ -27,7 +27,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock, sleep_or_wake
 from control.commands.link import Inbound, LinkOptions, MqttCommandLink
 from control.commands.model import CommandPublic, CommandRequest, TargetStatus
 from control.commands.records import (
@@ -44,6 +43,7 @@ from devices.registry.db import transaction
 from devices.registry.service import Registry
 from devices.wire import Channel
 from devices.wire.commands import Command, CommandAck, PayloadError
+from pharos_core.clock import Clock, sleep_or_wake
 
 log = logging.getLogger(__name__)
 

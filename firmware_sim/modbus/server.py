@@ -45,8 +45,8 @@ from modbus_tk import defines as mb
 from modbus_tk import modbus, modbus_tcp
 
 from devices.wire import FunctionCode, RegisterMap, WordOrder, encode_registers
-from firmware_sim.clock import SimClock
 from firmware_sim.faults import Fault, FaultConfig
+from pharos_core.clock import Clock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class ModbusDeviceServer:
     def __init__(
         self,
         units: Sequence[ModbusUnit],
-        clock: SimClock,
+        clock: Clock,
         *,
         host: str = "127.0.0.1",
         port: int = 0,

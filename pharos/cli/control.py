@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 import typer
 
-from control.clock import SystemClock
 from control.commands.link import LinkOptions
 from control.commands.model import CommandInvalid, CommandPublic, CommandRequest
 from control.commands.records import get_command
@@ -32,6 +31,7 @@ from control.store import NotFound, get_program, group_devices, lamps_of, load_p
 from devices.registry.db import transaction
 from pharos.cli.common import ActorOption, actor_name, fail, opened_runtime, render_table
 from pharos.runtime import Runtime
+from pharos_core.clock import SystemClock
 
 app = typer.Typer(help="Lighting programs, commands, drift and energy.", no_args_is_help=True)
 

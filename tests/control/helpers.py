@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from control.clock import Clock
 from control.commands.link import LinkOptions
 from control.commands.service import CommandOptions, CommandService
 from devices.registry.db import transaction
@@ -19,6 +18,7 @@ from devices.registry.service import NotFoundError, Registry
 from devices.wire import DeviceKind
 from firmware_sim.physics.factory import build_model
 from firmware_sim.physics.lamp import LampModel
+from pharos_core.clock import Clock
 from tests.firmware_sim.test_mqtt_device import Accounts
 
 SERVICE = "pharos-commands"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control.energy import EnergySettings
 from control.energy_report import DerivedPoint, EnergyReporter, dark_hours_so_far
 from control.program import Site
-from firmware_sim.clock import SteppedClock
+from pharos_core.clock import SteppedClock
 from tests.control.helpers import register_lamps
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")

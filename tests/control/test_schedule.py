@@ -28,9 +28,9 @@ from control.state import list_lamp_states
 from control.store import add_override, assign, save_calendar, save_program
 from devices.registry.db import transaction
 from devices.wire.commands import LampProgram, ProgramStep
-from firmware_sim.clock import SteppedClock
 from firmware_sim.mqtt_device import MqttHub
 from firmware_sim.physics.lamp import LampModel
+from pharos_core.clock import SteppedClock
 from tests.control.helpers import LAT, LON, command_service, register_lamps, wait_reported
 from tests.firmware_sim.test_mqtt_device import Accounts, running
 

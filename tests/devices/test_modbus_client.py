@@ -29,7 +29,6 @@ from devices.modbus_client import (
     ModbusTimeout,
 )
 from devices.wire import LIGHTING_CABINET, SDM120, SDM630, RegisterMap, WordOrder
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.modbus import (
     CabinetModel,
@@ -39,6 +38,7 @@ from firmware_sim.modbus import (
     building_meter,
 )
 from firmware_sim.modbus.loads import BuildingType
+from pharos_core.clock import SteppedClock
 
 SCHOOL_MORNING = datetime(2026, 3, 18, 3, 0, tzinfo=UTC)  # 10:00 in Cần Thơ, a Wednesday
 FAST = ModbusClientOptions(timeout_s=0.3, connect_timeout_s=1.0, retries=0)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devices.wire import Channel
-from firmware_sim.clock import SteppedClock
 from firmware_sim.physics.lamp import LampModel
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import SteppedClock
 from tests.firmware_sim.test_mqtt_device import (
     Accounts,
     FakeLamp,

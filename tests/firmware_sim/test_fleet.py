@@ -36,13 +36,10 @@ from devices.wire import (
 )
 from devices.wire.commands import LampProgram, ProgramStep
 from devices.wire.registers import SDM630, decode_float32
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import (
     Fleet,
     FleetCounters,
-    HeapSteppedClock,
-    HeldClock,
     apply_events,
     evening_high_tide,
 )
@@ -58,6 +55,7 @@ from firmware_sim.scenario import (
     load_scenario,
 )
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import HeldClock, SteppedClock
 from tests.firmware_sim.test_mqtt_device import (
     Accounts,
     drive,
@@ -205,7 +203,7 @@ async def test_a_fleet_of_200_connects_each_with_its_own_credentials(accounts: A
     scenario = city_of(lamps=180, poles=10, monitors=5, gauges=5)
     specs = expand(scenario)
     backend = accounts.backend(f"pharos/v1/dev/+/{Channel.TELEMETRY.value}")
-    clock = HeapSteppedClock(scenario.start)  # what `pharos sim run` uses for "max"
+    clock = SteppedClock(scenario.start)  # what `pharos sim run` uses for "max"
     fleet = Fleet(specs, broker=accounts.address, clock=clock, seed=scenario.seed)
     seen: list[FleetCounters] = []
 
@@ -372,7 +370,7 @@ async def test_lamp_follows_its_program_through_the_night_with_no_backend(
 # --- clocks and events (no broker needed) -----------------------------------------------------
 
 
-@pytest.mark.parametrize("clock_class", [SteppedClock, HeapSteppedClock])
+@pytest.mark.parametrize("clock_class", [SteppedClock, SteppedClock])
 async def test_heap_clock_wakes_sleepers_like_the_stepped_clock(
     clock_class: type[SteppedClock],
 ) -> None:

@@ -35,7 +35,6 @@ from devices.wire import (
     parse_reading,
     validate_metrics,
 )
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import drive_stepped_clock
 from firmware_sim.model import Ack, MetricValue
@@ -49,6 +48,7 @@ from firmware_sim.mqtt_device import (
     encode_senml,
 )
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import SteppedClock
 from tests.fixtures.broker import MqttProbe, Received
 
 pytestmark = pytest.mark.broker

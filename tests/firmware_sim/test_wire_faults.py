@@ -23,7 +23,6 @@ from devices.wire import (
     parse_reading,
     validate_metrics,
 )
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.mqtt_device import LinkState
 from firmware_sim.wire_faults import (
@@ -35,6 +34,7 @@ from firmware_sim.wire_faults import (
     WireFaults,
 )
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import SteppedClock
 from tests.firmware_sim.test_mqtt_device import (
     START,
     Accounts,

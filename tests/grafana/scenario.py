@@ -45,7 +45,7 @@ from control.energy_report import DerivedPoint, EnergyReporter
 from control.program import Site
 from devices.registry.models import GroupType
 from devices.registry.schemas import DeviceUpdate, GroupCreate
-from firmware_sim.fleet import Fleet, HeapSteppedClock
+from firmware_sim.fleet import Fleet
 from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, expand, load_scenario
 from pharos.api.routes.energy import store_measured_kwh
@@ -55,10 +55,10 @@ from pharos.runtime import Runtime, build_runtime
 from pharos.services import TelemetryOptions, TelemetryServices
 from pharos.settings import BrokerSettings, DatabaseSettings, InfluxSettings, Settings
 from pharos.simulate import provision_scenario, wait_for_accounts
+from pharos_core.clock import SteppedClock, SystemClock
 from rules.alerts import AlertStore
 from rules.aqi import hourly_aqi
 from rules.catalog import DeviceCatalog
-from rules.clock import SystemClock
 from rules.derived import SunTimes
 from rules.service import RulesService
 from rules.settings import RulesSettings
@@ -384,7 +384,7 @@ async def fill_city(broker: MosquittoProcess, influx_url: str, database: str, ro
     try:
         await asyncio.to_thread(upgrade, runtime.engine)
         address = BrokerAddress(broker.host, broker.port)
-        clock = HeapSteppedClock(scenario.start)
+        clock = SteppedClock(scenario.start)
         fleet = Fleet(
             specs, broker=address, clock=clock, seed=scenario.seed, events=scenario.events
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.faults import FaultConfig
-from firmware_sim.fleet import Fleet, HeapSteppedClock
+from firmware_sim.fleet import Fleet
 from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import expand, load_scenario
 from pharos.broker_process import MosquittoProcess
@@ -29,6 +29,7 @@ from pharos.runtime import Runtime, build_runtime
 from pharos.services import TelemetryOptions, TelemetryServices
 from pharos.settings import BrokerSettings, InfluxSettings, Settings
 from pharos.simulate import provision_scenario, wait_for_accounts
+from pharos_core.clock import SteppedClock
 from telemetry.ingest import MqttOptions
 from tests.fixtures.influx import InfluxDB
 from tests.telemetry.ingest.conftest import eventually
@@ -80,7 +81,7 @@ async def test_a_simulated_fleet_is_stored_reading_for_reading(
         replace(s, faults=FaultConfig()) for s in expand(load_scenario(scenario_path("ci-small")))
     ]
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    clock = HeapSteppedClock(start)
+    clock = SteppedClock(start)
     address = BrokerAddress(mosquitto.host, mosquitto.port)
     fleet = Fleet(specs, broker=address, clock=clock, seed=7)
     try:

@@ -30,10 +30,11 @@ from devices.broker import BrokerAccessWriter
 from devices.registry.schemas import DeviceCreate
 from devices.registry.service import registry_session
 from devices.wire import ALERTS_TOPIC
-from firmware_sim.fleet import Fleet, HeapSteppedClock
+from firmware_sim.fleet import Fleet
 from firmware_sim.mqtt_device import BrokerAddress
 from firmware_sim.scenario import DeviceSpec
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import SteppedClock
 from rules.actions import MqttAccount, MqttControl, MqttPublisher, RegistryMaintenance
 from rules.alerts import AlertStore
 from rules.catalog import DeviceCatalog
@@ -124,7 +125,7 @@ class AlertWatcher:
 @dataclass
 class Pipeline:
     bed: Bed
-    clock: HeapSteppedClock
+    clock: SteppedClock
     rules: RulesService
     ingest: IngestService
     control: MqttControl
@@ -194,7 +195,7 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     mqtt_specs = [s for s in specs if not s.is_modbus]
     bed.register(mqtt_specs)
-    clock = HeapSteppedClock(start)
+    clock = SteppedClock(start)
     store = EmbeddedStore(bed.tmp_path / "timeseries.db")
     derived = store  # derived points (aqi, flood, alerts) share the store, as in production
     settings = settings or RulesSettings(silence_check_s=60, escalation_check_s=60)

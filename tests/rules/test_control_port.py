@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.models import OverrideRow
-from firmware_sim.clock import SteppedClock
 from pharos.broker_process import MosquittoProcess
+from pharos_core.clock import SteppedClock
 from rules.control_port import ControlCommands
 from tests.control.helpers import command_service, lamp_models, register_lamps, wait_reported
 from tests.firmware_sim.test_mqtt_device import Accounts, open_accounts, running

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.wire import DeviceStatus
-from firmware_sim.clock import SteppedClock
+from pharos_core.clock import SteppedClock
 from rules.actions import WebhookSender
 from rules.alerts import AlertFilter, AlertState, AlertStore
 from rules.catalog import StaticCatalog

@@ -30,7 +30,6 @@ from devices.wire import (
     WordOrder,
     kind_spec,
 )
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.modbus import (
     EnergyMeterModel,
@@ -38,6 +37,7 @@ from firmware_sim.modbus import (
     ModbusServerPool,
     ModbusUnit,
 )
+from pharos_core.clock import SteppedClock
 from telemetry.deadletters import DeadLetterStore
 from telemetry.metrics import TelemetryMetrics
 from telemetry.modbus_poller import (

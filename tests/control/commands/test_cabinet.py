@@ -17,13 +17,13 @@ from control.plan import TargetType
 from devices.modbus_client import ModbusClientPool
 from devices.registry.db import transaction
 from devices.registry.service import Registry
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet
 from firmware_sim.modbus import CabinetModel
 from firmware_sim.physics.lamp import LampModel
 from firmware_sim.scenario import expand, load_scenario
 from pharos.simulate import _device_create, ensure_lighting_groups
+from pharos_core.clock import SteppedClock
 from tests.control.helpers import WAIT_S, command_service, wait_reported
 from tests.firmware_sim.test_mqtt_device import Accounts
 

@@ -22,7 +22,7 @@ from control.models import LampStateRow
 from control.plan import TargetType
 from devices.registry.db import transaction
 from devices.registry.models import Commissioning
-from firmware_sim.clock import SteppedClock
+from pharos_core.clock import SteppedClock
 from tests.control.helpers import command_service, lamp_models, register_lamps, wait_reported
 from tests.firmware_sim.test_mqtt_device import Accounts, drive, running
 

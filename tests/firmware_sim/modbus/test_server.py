@@ -19,7 +19,6 @@ from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from devices.wire import LIGHTING_CABINET, SDM120, SDM630, RegisterMap, WordOrder
-from firmware_sim.clock import SteppedClock
 from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.modbus import (
     CabinetModel,
@@ -29,6 +28,7 @@ from firmware_sim.modbus import (
     building_meter,
 )
 from firmware_sim.modbus.loads import BuildingType
+from pharos_core.clock import SteppedClock
 
 SCHOOL_MORNING = datetime(2026, 3, 18, 3, 0, tzinfo=UTC)  # 10:00 in Cần Thơ, a Wednesday
 DUSK = datetime(2026, 3, 18, 11, 0, tzinfo=UTC)
