@@ -91,7 +91,6 @@ class StepScheduler:
         self._sleeping_until = datetime.min.replace(tzinfo=UTC)
         self._stopping = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
-        self.fired: list[tuple[datetime, Target]] = []
 
     async def __aenter__(self) -> StepScheduler:
         await asyncio.to_thread(self._store.start, _NoScheduler(), "control")
@@ -171,7 +170,6 @@ class StepScheduler:
             for job in due:
                 target = Target(TargetType(job.args[0]), job.args[1])
                 lamps = await asyncio.to_thread(self._lamps, target)
-                self.fired.append((now, target))
                 await self._apply(plan, lamps, now, label=target)
             # After the due jobs ran: their next run, and any change of the plan.
             await asyncio.to_thread(self._sync_jobs, plan, now)

@@ -523,10 +523,6 @@ class MqttDevice:
         return self._model
 
     @property
-    def wire_faults(self) -> WireFaults:
-        return self._wire
-
-    @property
     def link(self) -> LinkState:
         return self._link
 

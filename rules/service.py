@@ -87,10 +87,6 @@ class _Webhook:
     body: dict[str, Any]
 
 
-async def _all(work: Sequence[Awaitable[None]]) -> None:
-    await asyncio.gather(*work)
-
-
 class RulesService:
     """The rules engine as a service; see the module docstring."""
 

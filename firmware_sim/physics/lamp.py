@@ -147,10 +147,6 @@ class LampModel:
             return self._manual.level
         return self._runner.level_at(when)
 
-    @property
-    def supplied(self) -> bool:
-        return self._supplied
-
     def set_supply(self, on: bool, now: datetime) -> None:
         """The feeder's contactor closed (``on``) or opened at ``now``: without supply
         the lamp is dark and draws nothing, whatever its program says."""
