@@ -57,6 +57,7 @@ from devices.wire import (
     PayloadError,
     device_topic,
     kind_spec,
+    senml_base_name,
     validate_command_params,
 )
 from firmware_sim.faults import FaultConfig
@@ -247,7 +248,7 @@ def encode_senml(
     for name, value in metrics.items():
         record: dict[str, Any] = {"n": name}
         if not records:
-            record = {"bn": f"urn:dev:pharos:{device_id}:", "bt": base_time, **record}
+            record = {"bn": senml_base_name(device_id), "bt": base_time, **record}
         unit = kind_units.get(name)
         if unit is not None:
             record["u"] = unit

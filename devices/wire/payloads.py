@@ -143,12 +143,17 @@ def parse_reading(payload: bytes, device_id: str) -> list[Reading]:
     raise PayloadError("payload", "expected a JSON object (reading) or array (SenML pack)")
 
 
+def senml_base_name(device_id: str) -> str:
+    """The SenML base name (``bn``) of a device's packs: ``urn:dev:pharos:{device_id}:``."""
+    return f"urn:dev:pharos:{device_id}:"
+
+
 def _parse_senml(pack: list[Any], device_id: str) -> list[Reading]:
     if not pack:
         raise PayloadError("payload", "empty SenML pack")
     base_name, base_time = "", 0.0
     by_time: dict[float | None, dict[str, Any]] = {}
-    expected_prefix = f"urn:dev:pharos:{device_id}:"
+    expected_prefix = senml_base_name(device_id)
     for index, raw in enumerate(pack):
         try:
             record = SenMLRecord.model_validate(raw)
