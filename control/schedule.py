@@ -37,6 +37,7 @@ from control.state import is_drifting
 from control.store import lamps_of, load_plan, managed_lamps
 from devices.registry.db import transaction
 from pharos_core.clock import Clock, sleep_or_wake
+from pharos_core.lifecycle import ServiceTasks
 
 log = logging.getLogger(__name__)
 ACTOR = "schedule"
@@ -90,15 +91,14 @@ class StepScheduler:
         self._progress = asyncio.Event()
         self._sleeping_until = datetime.min.replace(tzinfo=UTC)
         self._stopping = asyncio.Event()
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping, self._wake, self._drift_wake)
 
     async def __aenter__(self) -> StepScheduler:
         await asyncio.to_thread(self._store.start, _NoScheduler(), "control")
         await self.catch_up()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        self._tasks.create_task(self._run(), name="schedule-steps")
-        self._tasks.create_task(self._drift_loop(), name="schedule-drift")
+        await self._tasks.start(
+            ("schedule-steps", self._run()), ("schedule-drift", self._drift_loop())
+        )
         return self
 
     async def __aexit__(
@@ -107,11 +107,7 @@ class StepScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._drift_wake.set()
-        assert self._tasks is not None
-        await self._tasks.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     def plan_changed(self) -> None:
         """Programs, calendars, assignments or overrides changed: re-plan now."""

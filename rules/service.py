@@ -35,6 +35,7 @@ from typing import Any, Self
 
 from devices.wire import ALERTS_TOPIC
 from pharos_core.clock import Clock
+from pharos_core.lifecycle import ServiceTasks
 from rules.actions import ControlPort, MaintenancePort, Publisher, WebhookSender
 from rules.alerts import AlertChange, AlertStore, AsyncAlerts
 from rules.catalog import Catalog
@@ -128,8 +129,7 @@ class RulesService:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._group: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = ServiceTasks(cancel=True)  # its loops wait on queues: cancelled
         self._alert_keys: set[tuple[str, str]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -137,15 +137,12 @@ class RulesService:
     async def __aenter__(self) -> Self:
         for rule_id, device_id in await self._alerts.live_pairs():
             self.engine.mark_raised(rule_id, device_id)
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        self._group = group
-        self._tasks = [
-            group.create_task(self._evaluate_forever(), name="rules-evaluator"),
-            group.create_task(self._tick_forever(), name="rules-ticker"),
-            group.create_task(self._webhooks_forever(), name="rules-webhooks"),
-            group.create_task(self._lifecycle_forever(), name="rules-lifecycle"),
-        ]
+        await self._tasks.start(
+            ("rules-evaluator", self._evaluate_forever()),
+            ("rules-ticker", self._tick_forever()),
+            ("rules-webhooks", self._webhooks_forever()),
+            ("rules-lifecycle", self._lifecycle_forever()),
+        )
         return self
 
     async def __aexit__(
@@ -154,16 +151,13 @@ class RulesService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        group, self._group = self._group, None
-        if group is None:
+        if not self._tasks.running:
             return
         if exc is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self.wait_idle()
-        for task in self._tasks:
-            task.cancel()
-        await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     @property
     def stats(self) -> RulesStats:
@@ -274,8 +268,7 @@ class RulesService:
         for action in transition.rule.actions:
             if isinstance(action, CommandActionSpec) and transition.kind in action.on:
                 await self._command_slots.acquire()
-                assert self._group is not None
-                task = self._group.create_task(self._command(action, transition))
+                task = self._tasks.spawn(self._command(action, transition))
                 self._commanding.add(task)
                 task.add_done_callback(self._command_done)
 

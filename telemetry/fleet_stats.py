@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, LifecycleState
 from devices.wire import kind_spec
+from pharos_core.lifecycle import ServiceTasks
 from telemetry.derived import DEVICES, FLEET
 from telemetry.models import DeadLetterRow, DeviceStatusRow
 from telemetry.periodic import repeat_every
@@ -222,14 +223,11 @@ class FleetStatsWriter:
         self._clock = clock
         self._reachable = reachable
         self._stopping = asyncio.Event()
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping)
         self.written = 0  # rounds written (for tests and logs)
 
     async def __aenter__(self) -> Self:
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._run(), name="fleet-stats")
-        self._group = group
+        await self._tasks.start(("fleet-stats", self._run()))
         return self
 
     async def __aexit__(
@@ -238,10 +236,7 @@ class FleetStatsWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        group, self._group = self._group, None
-        if group is not None:
-            await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     async def write_once(self) -> FleetSnapshot:
         """Read the fleet now and submit its points (the task calls it every interval)."""

@@ -31,6 +31,7 @@ from devices.registry.db import transaction
 from devices.registry.models import Commissioning, Device
 from devices.registry.service import registry_session
 from devices.wire import DeviceState, DeviceStatus
+from pharos_core.lifecycle import ServiceTasks
 from telemetry.models import DeviceStatusRow
 from telemetry.points import SEQ_FIELD, TS_REPLACED_FIELD, FieldValue, Point
 
@@ -137,15 +138,12 @@ class DeviceTwinStore:
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping, self._wake)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._run(), name="device-twin-flush")
-        self._group = group
+        await self._tasks.start(("device-twin-flush", self._run()))
         return self
 
     async def __aexit__(
@@ -154,12 +152,8 @@ class DeviceTwinStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        group, self._group = self._group, None
         try:
-            if group is not None:
-                await group.__aexit__(exc_type, exc, tb)
+            await self._tasks.stop(exc_type, exc, tb)
         finally:
             if exc is None:
                 await self.flush()
