@@ -21,13 +21,12 @@ Each service with a broker session of its own needs its account's secret in sett
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from control.energy_report import DerivedPoint, EnergyReporter
+from control.energy_report import EnergyReporter
 from control.plane import ControlPlane
 from control.program import Site
 from devices.modbus_client import ModbusClientPool
@@ -39,6 +38,7 @@ from pharos.services import (
     TelemetryServices,
 )
 from pharos_core.clock import Clock, SystemClock
+from pharos_core.points import PointSink
 from rules.actions import (
     MqttAccount,
     MqttControl,
@@ -53,8 +53,7 @@ from rules.derived import SunTimes
 from rules.service import RulesService
 from telemetry.deadletters import DeadLetterStore
 from telemetry.fleet_stats import FleetStatsWriter
-from telemetry.ingest import MqttOptions, Submit
-from telemetry.points import Point
+from telemetry.ingest import MqttOptions
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class PharosServices:
         return {device_id for device_id, health in poller.health().items() if health.healthy}
 
     async def _start_control(
-        self, stack: AsyncExitStack, pool: ModbusClientPool, submit: Submit
+        self, stack: AsyncExitStack, pool: ModbusClientPool, submit: PointSink
     ) -> None:
         runtime, settings = self.runtime, self.runtime.settings
         site = Site(
@@ -184,11 +183,11 @@ class PharosServices:
                     site,
                     settings.control.energy,
                     measured_kwh=store_measured_kwh(runtime.timeseries),
-                    submit=_as_points(submit),
+                    submit=submit,
                 )
             )
 
-    async def _start_rules(self, stack: AsyncExitStack, submit: Submit) -> None:
+    async def _start_rules(self, stack: AsyncExitStack, submit: PointSink) -> None:
         runtime, settings = self.runtime, self.runtime.settings
         rules, broker = settings.rules, settings.broker
         assert rules.broker_password is not None  # checked at construction
@@ -225,12 +224,3 @@ class PharosServices:
         self.rules = await stack.enter_async_context(service)
         runtime.rules = service
         self.telemetry.add_observer(service)
-
-
-def _as_points(submit: Submit) -> Callable[[Sequence[DerivedPoint]], Awaitable[None]]:
-    """Control's derived points into the telemetry sink."""
-
-    async def write(points: Sequence[DerivedPoint]) -> None:
-        await submit([Point(p.measurement, dict(p.tags), dict(p.fields), p.time) for p in points])
-
-    return write

@@ -14,7 +14,7 @@ For each transition the alert is recorded (``AlertStore``) while the command act
 go out, concurrently (the command does not wait for the database); then the event is
 published on ``pharos/v1/alerts`` (QoS 1) and the other actions run. Webhooks go
 through their own bounded queue so a slow endpoint never holds evaluation up.
-Derived points (``aqi``, ``flood``, ``alerts``) go to the injected ``Submit``.
+Derived points (``aqi``, ``flood``, ``alerts``) go to the injected ``PointSink``.
 Rules are reloaded from their files with ``reload()``: a file with errors is refused
 (``RuleFileError``) and the running rules keep working.
 """
@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any, Self
 from devices.wire import ALERTS_TOPIC
 from pharos_core.clock import Clock
 from pharos_core.lifecycle import ServiceTasks
+from pharos_core.points import PointSink
 from rules.actions import ControlPort, MaintenancePort, Publisher, WebhookSender
 from rules.alerts import AlertChange, AlertStore, AsyncAlerts
 from rules.catalog import Catalog
@@ -56,7 +57,6 @@ from telemetry.points import Point
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 _ALERTS_EVERY_S = 60.0
 _WEBHOOK_QUEUE = 1000
 _TRANSITION_QUEUE = 10_000  # raised/cleared waiting for the database and the IOC
@@ -104,7 +104,7 @@ class RulesService:
         control: ControlPort | None = None,
         webhooks: WebhookSender | None = None,
         maintenance: MaintenancePort | None = None,
-        submit: Submit | None = None,
+        submit: PointSink | None = None,
         expected_level: ExpectedLevel | None = None,
     ) -> None:
         self._settings = settings

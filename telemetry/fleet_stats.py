@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.registry.models import Device, LifecycleState
 from devices.wire import kind_spec
 from pharos_core.lifecycle import ServiceTasks
+from pharos_core.points import PointSink
 from telemetry.derived import DEVICES, FLEET
 from telemetry.models import DeadLetterRow, DeviceStatusRow
 from telemetry.periodic import repeat_every
@@ -42,7 +43,6 @@ from telemetry.points import Point
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 Clock = Callable[[], datetime]
 # Device ids known reachable other than by their MQTT status: the Modbus poller's
 # healthy meters (a polled device never says "online" itself).
@@ -209,7 +209,7 @@ class FleetStatsWriter:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        submit: Submit,
+        submit: PointSink,
         *,
         interval_s: float = 60.0,
         clock: Clock = _utcnow,

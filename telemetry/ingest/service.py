@@ -50,6 +50,7 @@ from typing import Protocol, Self
 
 from devices.wire import Channel, DeviceState, DeviceStatus
 from devices.wire.topics import parse_device_topic, subscription
+from pharos_core.points import PointSink
 from telemetry.influx.client import InfluxConfigurationError
 from telemetry.ingest.directory import DeviceDirectory
 from telemetry.ingest.mqtt import MqttOptions, MqttSubscriber
@@ -67,7 +68,6 @@ from telemetry.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PARSE_SLICE = 500  # messages parsed between two yields to the event loop
 _TOPIC_CACHE = 300_000  # parsed topics kept: three per device of a 100,000-device fleet
@@ -220,7 +220,7 @@ class IngestService:
         self,
         mqtt: MqttOptions,
         *,
-        submit: Submit,
+        submit: PointSink,
         dead_letters: DeadLetterSink,
         twin: TwinSink,
         directory: DeviceDirectory,
@@ -511,7 +511,7 @@ class IngestService:
             log.info("ingest stats %s", json.dumps(asdict(self.stats)))
 
 
-def counted(write: Submit, metrics: TelemetryMetrics) -> Submit:
+def counted(write: PointSink, metrics: TelemetryMetrics) -> PointSink:
     """``write`` that counts what it stored in ``metrics.written``.
 
     For a sink that does not count itself: the embedded store (the InfluxDB writer counts

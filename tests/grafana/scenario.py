@@ -41,7 +41,7 @@ from astral.sun import sun
 from sqlalchemy import select
 
 from control.energy import EnergySettings
-from control.energy_report import DerivedPoint, EnergyReporter
+from control.energy_report import EnergyReporter
 from control.program import Site
 from devices.registry.models import GroupType
 from devices.registry.schemas import DeviceUpdate, GroupCreate
@@ -56,6 +56,7 @@ from pharos.services import TelemetryOptions, TelemetryServices
 from pharos.settings import BrokerSettings, DatabaseSettings, InfluxSettings, Settings
 from pharos.simulate import provision_scenario, wait_for_accounts
 from pharos_core.clock import SteppedClock, SystemClock
+from pharos_core.points import PointSink
 from rules.alerts import AlertStore
 from rules.aqi import hourly_aqi
 from rules.catalog import DeviceCatalog
@@ -63,7 +64,7 @@ from rules.derived import SunTimes
 from rules.service import RulesService
 from rules.settings import RulesSettings
 from telemetry.fleet_stats import FleetStatsWriter
-from telemetry.ingest import MqttOptions, Submit
+from telemetry.ingest import MqttOptions
 from telemetry.models import DeviceStatusRow
 from telemetry.points import Point
 from tests.fixtures.influx import InfluxDB
@@ -124,7 +125,7 @@ class _Sink:
     """The writer's submit, once the services run; remembers who wrote which measurement."""
 
     def __init__(self) -> None:
-        self.target: Submit | None = None
+        self.target: PointSink | None = None
         self.seen: set[str] = set()
 
     async def submit(self, points: Sequence[Point]) -> None:
@@ -132,7 +133,7 @@ class _Sink:
         self.seen |= {p.measurement for p in points}
         await self.target(points)
 
-    async def submit_derived(self, points: Sequence[DerivedPoint]) -> None:
+    async def submit_derived(self, points: Sequence[Point]) -> None:
         """Control's points, shaped like telemetry's (control does not import telemetry)."""
         await self.submit(
             [Point(p.measurement, dict(p.tags), dict(p.fields), p.time) for p in points]
