@@ -9,7 +9,8 @@
    gateway queue on one lock), and the ``energy`` reporter;
 3. the ``fleet`` / ``devices`` statistics writer for the IOC boards;
 4. rules: the engine on the live stream (``runtime.rules``), its alerts published on
-   ``pharos/v1/alerts``, its commands through control;
+   ``pharos/v1/alerts``, its commands through control's command service only (with
+   ``--no-control`` they are not sent, and a warning says so);
 5. the inputs: MQTT ingest (with rules as its observer) and the Modbus poller.
 
 On the way out the inputs stop first (ingest stores and acknowledges what it
@@ -38,14 +39,9 @@ from pharos.services import (
     TelemetryServices,
 )
 from pharos_core.clock import Clock, SystemClock
+from pharos_core.mqtt import MqttAccount, MqttSession, SessionOptions
 from pharos_core.points import PointSink
-from rules.actions import (
-    MqttAccount,
-    MqttControl,
-    MqttPublisher,
-    RegistryMaintenance,
-    WebhookSender,
-)
+from rules.actions import RegistryMaintenance, WebhookSender
 from rules.alerts import AlertStore
 from rules.catalog import DeviceCatalog
 from rules.control_port import ControlCommands
@@ -56,6 +52,7 @@ from telemetry.fleet_stats import FleetStatsWriter
 from telemetry.ingest import MqttOptions
 
 log = logging.getLogger(__name__)
+_RULES_QUEUED = 10_000  # alert events paho may hold while the broker is away
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +194,16 @@ class PharosServices:
             rules.broker_username,
             rules.broker_password.get_secret_value(),
         )
-        publisher = await stack.enter_async_context(MqttPublisher(account))
-        catalog = await stack.enter_async_context(DeviceCatalog(runtime.sessions))
-        control = (
-            ControlCommands.of_plane(self.control, runtime.sessions)
-            if self.control is not None
-            else MqttControl(publisher, self.clock)
+        # Rules' own session publishes alert events; its commands go through control.
+        publisher = await stack.enter_async_context(
+            MqttSession(account, SessionOptions(max_queued=_RULES_QUEUED), name="rules")
         )
+        catalog = await stack.enter_async_context(DeviceCatalog(runtime.sessions))
+        control = None
+        if self.control is not None:
+            control = ControlCommands.of_plane(self.control, runtime.sessions)
+        else:
+            log.warning("rules run without control: their command actions are not sent")
         service = RulesService(
             settings=rules,
             catalog=catalog,

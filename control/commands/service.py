@@ -220,6 +220,11 @@ class CommandService:
     def open_count(self, command_id: uuid.UUID) -> int:
         return self._open_per_command.get(str(command_id), 0)
 
+    @property
+    def published(self) -> int:
+        """Command messages the broker acknowledged (resends included)."""
+        return self._link.session.published if self._link is not None else 0
+
     # --- database work (in threads) ---------------------------------------------------
 
     def _in_transaction(self, work: Callable[..., Any], *args: Any) -> Any:

@@ -8,8 +8,9 @@
   writer or the embedded store), the dead-letter store and the device twin.
 """
 
+from pharos_core.mqtt import MqttError
 from telemetry.ingest.directory import DeviceDirectory, DeviceInfo
-from telemetry.ingest.mqtt import MqttConfigurationError, MqttError, MqttOptions, MqttSubscriber
+from telemetry.ingest.mqtt import MqttConfigurationError, MqttOptions, MqttSubscriber
 from telemetry.ingest.mqtt_codec import InboundMessage
 from telemetry.ingest.parsing import (
     ParsedTelemetry,
