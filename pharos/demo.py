@@ -32,7 +32,7 @@ from devices.registry.csv_import import import_devices
 from devices.registry.db import transaction, utcnow
 from devices.wire import DeviceKind
 from firmware_sim.fleet import Fleet, FleetCounters
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices
 from pharos.apikeys import Role, create_api_key
 from pharos.broker_process import MosquittoProcess, free_port

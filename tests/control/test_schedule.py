@@ -28,7 +28,7 @@ from control.state import list_lamp_states
 from control.store import add_override, assign, save_calendar, save_program
 from devices.registry.db import transaction
 from devices.wire.commands import LampProgram, ProgramStep
-from firmware_sim.mqtt_device import MqttHub
+from firmware_sim.mqtt.hub import MqttHub
 from firmware_sim.physics.lamp import LampModel
 from pharos_core.clock import SteppedClock
 from tests.control.helpers import LAT, LON, command_service, register_lamps, wait_reported

@@ -46,7 +46,7 @@ from control.program import Site
 from devices.registry.models import GroupType
 from devices.registry.schemas import DeviceUpdate, GroupCreate
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, expand, load_scenario
 from pharos.api.routes.energy import store_measured_kwh
 from pharos.broker_process import MosquittoProcess, find_mosquitto

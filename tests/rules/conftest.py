@@ -33,7 +33,7 @@ from devices.registry.schemas import DeviceCreate
 from devices.registry.service import registry_session
 from devices.wire import ALERTS_TOPIC
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec
 from pharos.broker_process import MosquittoProcess
 from pharos_core.clock import SteppedClock
