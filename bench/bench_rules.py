@@ -277,8 +277,21 @@ async def _measure(
     load_devices: int,
 ) -> dict[str, float]:
     arrivals: list[float] = []
+    seen: set[str] = set()
     lamp = client(broker.port, LAMP, secrets[LAMP])
-    lamp.on_message = lambda *_: arrivals.append(time.perf_counter())
+
+    def answer(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        # The lamp answers as a real one does (else the command service resends), and
+        # only a command's first arrival is timed.
+        arrived = time.perf_counter()
+        command_id = json.loads(message.payload)["id"]
+        if command_id not in seen:
+            seen.add(command_id)
+            arrivals.append(arrived)
+        ack = json.dumps({"id": command_id, "status": "ok", "detail": "bench"})
+        lamp.publish(device_topic(LAMP, Channel.CMD_ACK), ack, qos=1)
+
+    lamp.on_message = answer
     lamp.subscribe(device_topic(LAMP, Channel.CMD), qos=1)
     probe_times: list[float] = []
     probe = client(broker.port, PROBE, secrets[PROBE])
