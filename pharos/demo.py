@@ -152,8 +152,9 @@ def _demo_settings(settings: Settings, broker: MosquittoProcess, scenario: Scena
 def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOptions]:
     """The sample inventory, the services' broker accounts and a fresh admin key.
 
-    Control's and rules' secrets go into the runtime's settings, as an operator would
-    put them in PHAROS_CONTROL__BROKER_PASSWORD and PHAROS_RULES__BROKER_PASSWORD.
+    The services' secrets go into the runtime's settings, as an operator would put them
+    in PHAROS_BROKER__PASSWORD, PHAROS_CONTROL__BROKER_PASSWORD and
+    PHAROS_RULES__BROKER_PASSWORD (and so into the demo's settings file).
     """
     settings = runtime.settings
     with runtime.registry("demo") as registry:
@@ -171,6 +172,9 @@ def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOpt
     )
     runtime.settings = settings.model_copy(
         update={
+            "broker": settings.broker.model_copy(
+                update={"username": account.username, "password": SecretStr(account.secret)}
+            ),
             "control": settings.control.model_copy(
                 update={"broker_password": SecretStr(commands.secret)}
             ),

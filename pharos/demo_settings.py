@@ -49,8 +49,9 @@ def _absolute_database_url(url: str) -> str:
         return url
     if parsed.database == ":memory:":
         return url
-    path = Path(parsed.database).resolve()
-    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    # Written as the settings' own default is (sqlite:///path), not percent-encoded.
+    query = url.partition("?")[2]
+    return f"sqlite:///{Path(parsed.database).resolve()}" + (f"?{query}" if query else "")
 
 
 def _secret(value: SecretStr | None) -> str | None:
