@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pharos.cli import admin, control, devices, grafana, ingest, rules, sim
+from pharos.cli import admin, control, devices, grafana, groups, ingest, rules, sim
 from pharos.cli.common import CliState, opened_runtime, settings_of
 from pharos.database import upgrade
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(admin.db_app, name="db")
 app.add_typer(devices.app, name="devices")
+app.add_typer(groups.app, name="groups")
 app.add_typer(admin.apikeys_app, name="apikeys")
 app.add_typer(admin.broker_app, name="broker")
 app.add_typer(sim.app, name="sim")
