@@ -27,6 +27,7 @@ from pharos.database import current_revision, head_revision
 from pharos.runtime import Runtime, build_runtime
 from pharos.services import ServiceConfigurationError
 from pharos.settings import Settings, SettingsError, load_settings
+from pharos_core.source_file import FileError
 from telemetry.influx import InfluxConfigurationError
 from telemetry.ingest import MqttConfigurationError
 from telemetry.spool import SpoolError
@@ -54,6 +55,15 @@ class CliState:
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def report_file_error(error: FileError, outcome: str) -> NoReturn:
+    """A file's problems, one ``file:line: field: reason`` each, then exit 1."""
+    count = len(error.problems)
+    typer.echo(f"{error.source}: {count} problem{'s' if count != 1 else ''}, {outcome}:", err=True)
+    for line in error.lines():
+        typer.echo(line, err=True)
+    raise typer.Exit(EXIT_FAILED)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
