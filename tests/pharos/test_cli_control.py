@@ -94,7 +94,8 @@ def test_a_bad_lighting_file_names_every_problem_and_stores_nothing(tmp_path: Pa
     fixed = path.write_text(LIGHTING.replace("target_id: hoa-binh", "target_id: x"))
     assert fixed
     refused = run("control", "load", str(path))
-    assert refused.exit_code == 1 and "assignments[0].target_id: unknown group 'x'" in refused.output
+    assert refused.exit_code == 1
+    assert "assignments[0].target_id: unknown group 'x'" in refused.output
     projected = run(
         "control", "energy", "--group", "hoa-binh", "--start", "2026-06-21",
         "--end", "2026-06-21", "--program", "default",
