@@ -29,6 +29,7 @@ from control.program import Site, night_start
 from control.state import list_lamp_states
 from control.store import NotFound, get_program, group_devices, lamps_of, load_plan
 from devices.registry.db import transaction
+from devices.registry.models import Group
 from pharos.cli.common import (
     ActorOption,
     actor_name,
@@ -180,6 +181,11 @@ def energy(
                 chosen = get_program(session, program)
             except NotFound as exc:
                 fail(f"--program: {exc}")
+        unknown = [g for g in dict.fromkeys(group) if session.get(Group, g) is None]
+        if unknown:
+            names = ", ".join(repr(g) for g in unknown)
+            fail(f"--group: unknown group{'s' if len(unknown) > 1 else ''} {names} "
+                 "(`pharos groups list` shows them)")  # fmt: skip
         plan = load_plan(session, site, night_start(site, first))
         rows = []
         for group_id in group:

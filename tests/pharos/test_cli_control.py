@@ -134,3 +134,19 @@ def test_every_problem_of_a_lighting_file_in_one_run(tmp_path: Path) -> None:
         "20: assignments[1].target_id: unknown group 'nowhere'",
     ]
     assert refused.stderr.splitlines()[0] == f"{path}: 6 problems, nothing was stored:"
+
+
+@pytest.mark.usefixtures("env")
+def test_energy_for_an_unknown_group_is_an_error_naming_it(tmp_path: Path) -> None:
+    with_street(tmp_path)
+    refused = run(
+        "control", "energy", "--group", "hoa-binh", "--group", "nowhere", "--group", "nope",
+        "--start", "2026-06-21", "--end", "2026-06-22",
+    )  # fmt: skip
+    assert refused.exit_code == 1, refused.output
+    assert "--group: unknown groups 'nowhere', 'nope'" in refused.stderr
+    assert refused.stdout == ""  # no table of zeros
+    bad_date = run("control", "energy", "--group", "hoa-binh", "--start", "2027-02-30",
+                   "--end", "2027-03-01")  # fmt: skip
+    assert bad_date.exit_code == 1 and "--start/--end:" in bad_date.stderr
+    assert "Traceback" not in bad_date.output
