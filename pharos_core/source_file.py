@@ -29,8 +29,8 @@ class FileProblem:
     source: str | None = None  # the file, when an error gathers several files
 
     def text(self, source: str) -> str:
-        where = self.line if self.line is not None else "?"
-        return f"{self.source or source}:{where}: {self.field}: {self.reason}"
+        where = f":{self.line}" if self.line is not None else ""
+        return f"{self.source or source}{where}: {self.field}: {self.reason}"
 
 
 class FileError(ValueError):

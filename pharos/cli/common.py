@@ -1,9 +1,10 @@
 """What every ``pharos`` command shares: settings, the runtime, errors, actor, tables.
 
 Settings are read when a command runs (never at import, and not for ``--help``), so
-a broken setting stops only the commands that need it, with exit code 2 and the
-message naming the field. Expected failures (a refused transition, an unknown id, a
-database that is not there) print one line to stderr and exit 1, never a traceback.
+a broken setting stops only the commands that need it, with exit code 1 and each
+problem as ``file:line: field: reason`` (or ``PHAROS_…: field: reason``). Expected
+failures (a refused transition, an unknown id, a database that is not there) print one
+line to stderr and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -71,8 +72,7 @@ def settings_of(ctx: typer.Context) -> Settings:
     try:
         return load_settings(state.config_file)
     except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        report_file_error(exc, "nothing was done")
 
 
 def actor_name(actor: str | None) -> str:
