@@ -287,15 +287,21 @@ class IngestService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        group, self._group = self._group, None
-        if group is None:
+        group = self._group
+        if group is None or self._done.is_set():
             return
+        # The group stays open while stopping gracefully: the batcher still starts a
+        # store task per unit left in the inbox (clearing it first made that fail, and
+        # the failure cancelled this very stop).
         if exc is None:
             await self._stop_gracefully()
         else:
             self._subscriber.stop()  # leaving on an error: nothing more is acknowledged
         self._done.set()
-        await group.__aexit__(exc_type, exc, tb)
+        try:
+            await group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._group = None
 
     async def _stop_gracefully(self) -> None:
         self._begin_stop()
