@@ -3,6 +3,15 @@
 Everything comes from the ``Runtime`` on ``app.state`` (built from settings by the
 caller), never from module state. Keys arrive in ``X-API-Key`` or as
 ``Authorization: Bearer <key>`` and are checked against their stored hash.
+
+``require_key`` is the one guard: the ``/api/v1`` router depends on it, so every route
+under it needs a live key whatever its handler declares (``pharos.api.routes``); routes
+outside it are the public allow-list (``PUBLIC_PATHS``). Roles are declared per route
+with ``require_roles``; FastAPI caches ``require_key`` per request, so a route that
+also asks for ``CurrentKey`` (to name the actor) shares the same lookup.
+
+Integers that come from outside and reach the database are bounded here (``RowId``,
+``PageDep``'s offset) so no value overflows a column or SQLite's 64-bit integers.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -61,7 +70,7 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def get_current_key(
+def require_key(
     runtime: RuntimeDep,
     header_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -78,7 +87,8 @@ def get_current_key(
         return ApiKey(name=row.name, role=Role(row.role))
 
 
-CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+CurrentKey = Annotated[ApiKey, Depends(require_key)]
+"""The caller's key, for routes that record who acted (the guard itself is the router's)."""
 
 
 def require_roles(*roles: Role) -> Callable[[ApiKey], ApiKey]:
@@ -110,6 +120,12 @@ RegistryDep = Annotated[Registry, Depends(get_registry, scope="function")]
 
 
 DEFAULT_PAGE_SIZE = 100
+# The largest integer every registry database stores: ids are INTEGER columns, 32-bit
+# on PostgreSQL (SQLite takes 64 bits and raises OverflowError beyond). Offsets and
+# ids from outside are refused above it with a 422 naming the parameter.
+DB_INT_MAX = 2**31 - 1
+
+RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="the numeric id")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +136,7 @@ class Pagination:
 
 def get_pagination(
     runtime: RuntimeDep,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX, description="items to skip")] = 0,
     limit: Annotated[
         int | None,
         Query(ge=1, description="page size: 100 by default, at most `api.page_size_max`"),
