@@ -1,7 +1,8 @@
 """The routers: one per resource, gathered under ``/api/v1``, the one guarded prefix.
 
 ``api_router`` depends on ``require_key``: every route included in it, now or later,
-answers 401 without a live key before its handler (or its validation) runs. What
+answers 401 without a live key before its handler (or its validation) runs; then on
+``refuse_nul_characters`` (no NUL reaches the database). What
 answers without a key is the allow-list ``PUBLIC_PATHS`` and nothing else:
 ``/healthz`` (load balancers, systemd), ``/metrics`` (Prometheus scrapes it without
 credentials; it carries pipeline counters, no device data), and the API's own
@@ -11,7 +12,7 @@ description (``/openapi.json``, ``/docs``). ``tests/pharos/api/test_auth.py`` wa
 
 from fastapi import APIRouter, Depends
 
-from pharos.api.deps import require_key
+from pharos.api.deps import refuse_nul_characters, require_key
 from pharos.api.errors import AUTH_RESPONSES
 from pharos.api.routes import (
     alerts,
@@ -35,7 +36,9 @@ PUBLIC_PATHS = frozenset(
 )
 
 api_router = APIRouter(
-    prefix=API_PREFIX, dependencies=[Depends(require_key)], responses=AUTH_RESPONSES
+    prefix=API_PREFIX,
+    dependencies=[Depends(require_key), Depends(refuse_nul_characters)],
+    responses=AUTH_RESPONSES,
 )
 api_router.include_router(devices.router)
 api_router.include_router(groups.router)
