@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from pharos.apikeys import Role
 from tests.pharos.api.conftest import AsRole, errors_at, streetlight
+from tests.rules.test_hostile_rule_files import BILLION_LAUGHS
 
 HUGE = (2**31, 2**63, 2**64 + 5, 10**30)
 PAGED = (
@@ -71,15 +72,11 @@ def test_the_largest_id_the_columns_hold_is_a_plain_404(
 
 def test_nul_characters_are_422_naming_the_field(client: TestClient, as_role: AsRole) -> None:
     headers = as_role(Role.ADMIN)
-    body = client.post(
-        "/api/v1/devices", json=streetlight(name="Đèn\x00 HB"), headers=headers
-    )
+    body = client.post("/api/v1/devices", json=streetlight(name="Đèn\x00 HB"), headers=headers)
     assert body.status_code == 422, body.text
     assert errors_at(body.json()) == [("body", "name")]
 
-    nested = client.post(
-        "/api/v1/devices", json=streetlight(groups=["a\x00b"]), headers=headers
-    )
+    nested = client.post("/api/v1/devices", json=streetlight(groups=["a\x00b"]), headers=headers)
     assert nested.status_code == 422, nested.text
     assert errors_at(nested.json())[0][:2] == ("body", "groups")
 
@@ -115,3 +112,14 @@ def test_a_body_that_is_not_json_is_a_documented_400_or_422(
     spec = client.get("/openapi.json").json()
     documented = spec["paths"]["/api/v1/groups"]["post"]["responses"]
     assert str(response.status_code) in documented
+
+
+def test_a_hostile_rule_file_is_a_422_with_its_line(client: TestClient, as_role: AsRole) -> None:
+    for text in (BILLION_LAUGHS, "rules: " + "[" * 50_000 + "]" * 50_000):
+        response = client.post(
+            "/api/v1/rules/check", json={"yaml": text}, headers=as_role(Role.OPERATOR)
+        )
+        assert response.status_code == 422, response.text
+        _assert_validation_shape(response.json())
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "yaml"] and error["line"] >= 1
