@@ -66,7 +66,7 @@ def yaml_limit_problems(text: str) -> list[YamlProblem]:
     total = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            line = event.start_mark.line + 1
+            line = event.start_mark.line + 1 if event.start_mark is not None else 1
             if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 path = _child_path(stack)
                 _check_tag(event.tag, line, path, problems)

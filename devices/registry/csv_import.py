@@ -260,7 +260,6 @@ def _unsafe_cell(column: str, raw: str, value: str) -> str | None:
     return None
 
 
-
 def _cell_value(column: str, value: str) -> Any:
     if column == "groups":
         return [g.strip() for g in _GROUP_SEPARATORS.split(value) if g.strip()]

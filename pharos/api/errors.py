@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
@@ -135,7 +135,7 @@ async def _csv_rejected(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     # A 422 raised by hand with a sentence still reaches the client in the list shape
     # the OpenAPI documents; every other code keeps FastAPI's own answer (and headers).
     assert isinstance(exc, HTTPException)
