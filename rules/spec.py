@@ -47,6 +47,8 @@ from pharos_core.source_file import (
     validation_problems,
     yaml_with_lines,
 )
+from pharos_core.yaml_limits import MAX_BYTES as MAX_YAML_BYTES
+from pharos_core.yaml_limits import yaml_limit_problems
 
 DERIVED_NUMBERS = frozenset({"vn_aqi", "aqi_category", "flood_level"})
 DERIVED_FLAGS = frozenset({"lamp_failure", "day_burning", "power_too_low", "power_too_high"})
@@ -425,6 +427,9 @@ def _duplicate_ids(data: dict[str, Any], lines: LineMap) -> list[RuleIssue]:
 
 def parse_rule_text(text: str, source: str = "<rules>") -> RuleFile:
     """Validate rule YAML; ``RuleFileError`` (every problem, with lines) when it is wrong."""
+    bounds = yaml_limit_problems(text)  # before the loader: aliases, depth, size, tags
+    if bounds:
+        raise RuleFileError(source, [RuleIssue(b.line, b.field, b.reason) for b in bounds])
     try:
         data, lines = yaml_with_lines(text, source)
     except FileError as exc:
@@ -448,9 +453,15 @@ def parse_rule_text(text: str, source: str = "<rules>") -> RuleFile:
 def load_rule_file(path: Path) -> RuleFile:
     """Read and validate one rule file (blocking)."""
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            reason = f"{path.stat().st_size} bytes; at most {MAX_YAML_BYTES} are read"
+            raise RuleFileError(str(path), [RuleIssue(None, "file", reason)])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleFileError(str(path), [RuleIssue(None, "file", str(exc))]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start})"
+        raise RuleFileError(str(path), [RuleIssue(None, "file", reason)]) from None
     return parse_rule_text(text, str(path))
 
 

@@ -28,7 +28,7 @@ from control.store import NotFound, get_program, group_devices, lamps_of, load_p
 from devices.registry.db import transaction
 from devices.registry.models import Group
 from pharos.api.deps import RuntimeDep
-from pharos.api.errors import invalid_at
+from pharos.api.errors import invalid_at, responses
 from pharos.api.routes.programs import site_of
 from pharos.runtime import Runtime
 from telemetry.store import TimeSeriesStore
@@ -107,7 +107,7 @@ def projection(
     return _answer([p for p, _ in _project(runtime, group, start, end, program)], format)
 
 
-@router.get("/report", response_model=list[GroupEnergy])
+@router.get("/report", response_model=list[GroupEnergy], responses=responses(503))
 async def report(
     runtime: RuntimeDep, group: Groups, start: Start, end: End, format: Format = "json"
 ) -> list[GroupEnergy] | Response:

@@ -34,7 +34,8 @@ from control.energy_report import GroupLamps, day_point, lamp_groups
 from control.program import Site
 from devices.registry.models import Device
 from devices.wire import DeviceKind
-from pharos.api.deps import CurrentKey, RuntimeDep
+from pharos.api.deps import RuntimeDep
+from pharos.api.errors import responses
 from pharos.api.routes.energy import store_measured_kwh
 from pharos.runtime import Runtime
 from rules.alerts import LIVE_STATES
@@ -267,9 +268,8 @@ class _TooManyLamps(Exception):
         )
 
 
-@router.get("/summary", responses={503: {"description": "the registry database is down"}})
+@router.get("/summary", responses=responses(503, meanings={503: "the registry database is down"}))
 async def ioc_summary(
-    _key: CurrentKey,
     runtime: RuntimeDep,
     at: Annotated[
         AwareDatetime | None, Query(description="summarise this moment (default: now)")

@@ -37,8 +37,8 @@ from control.store import (
     unassign,
 )
 from devices.registry.db import transaction, utcnow
-from pharos.api.deps import CurrentKey, RuntimeDep, require_roles
-from pharos.api.errors import invalid_at
+from pharos.api.deps import CurrentKey, RowId, RuntimeDep, require_roles
+from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
 from pharos.runtime import Runtime
 
@@ -89,7 +89,7 @@ def get_programs(runtime: RuntimeDep) -> list[ProgramSpec]:
         return list_programs(session)
 
 
-@router.get("/programs/{program_id}")
+@router.get("/programs/{program_id}", responses=responses(404))
 def show_program(program_id: str, runtime: RuntimeDep) -> ProgramSpec:
     try:
         with transaction(runtime.sessions) as session:
@@ -103,6 +103,7 @@ def show_program(program_id: str, runtime: RuntimeDep) -> ProgramSpec:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[_energy_managers],
+    responses=responses(404, 409, meanings={409: "the program is still in use"}),
 )
 def remove_program(program_id: str, runtime: RuntimeDep) -> None:
     try:
@@ -138,7 +139,7 @@ def get_calendars(runtime: RuntimeDep) -> list[CalendarSpec]:
         return list_calendars(session)
 
 
-@router.get("/calendars/{calendar_id}")
+@router.get("/calendars/{calendar_id}", responses=responses(404))
 def show_calendar(calendar_id: str, runtime: RuntimeDep) -> CalendarSpec:
     try:
         with transaction(runtime.sessions) as session:
@@ -197,6 +198,7 @@ def get_assignments(runtime: RuntimeDep) -> list[AssignmentPublic]:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[_energy_managers],
+    responses=responses(404),
 )
 def remove_assignment(target_type: TargetType, target_id: str, runtime: RuntimeDep) -> None:
     try:
@@ -292,8 +294,8 @@ def get_overrides(runtime: RuntimeDep) -> list[OverridePublic]:
         return [_override_public(r) for r in live_overrides(session, _now(runtime))]
 
 
-@router.delete("/overrides/{override_id}", dependencies=[_operators])
-async def remove_override(override_id: int, runtime: RuntimeDep) -> OverridePublic:
+@router.delete("/overrides/{override_id}", dependencies=[_operators], responses=responses(404))
+async def remove_override(override_id: RowId, runtime: RuntimeDep) -> OverridePublic:
     """Clear an override: its lamps go back to their program's level now."""
     try:
         with transaction(runtime.sessions) as session:
