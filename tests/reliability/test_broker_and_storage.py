@@ -44,7 +44,9 @@ def figures(server: InfluxDB, database: str) -> dict[str, tuple[int, int]]:
         'SELECT count("pm25"), count(distinct("seq")) FROM env_monitor GROUP BY device_id',
         database,
     )["results"][0].get("series", [])
-    return {s["tags"]["device_id"]: (int(s["values"][0][1]), int(s["values"][0][2])) for s in result}
+    return {
+        s["tags"]["device_id"]: (int(s["values"][0][1]), int(s["values"][0][2])) for s in result
+    }
 
 
 def stream(site: Site, devices: list[StreamingDevice], per_device: int) -> list[threading.Thread]:
@@ -79,7 +81,10 @@ async def _run(
         total = per_device * len(threads)
         for n in range(times):
             target = total * (n + 1) // (times + 2)
-            assert await eventually(lambda: sum(len(d.acked) for d in devices) >= target, 60)
+            assert await eventually(
+                lambda t=target: sum(len(d.acked) for d in devices) >= t,  # type: ignore[misc]
+                60,
+            )
             if restart == "sigkill":
                 pid = site.broker.pid
                 assert pid is not None
