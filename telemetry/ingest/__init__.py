@@ -13,6 +13,7 @@ from telemetry.ingest.directory import DeviceDirectory, DeviceInfo
 from telemetry.ingest.mqtt import MqttConfigurationError, MqttOptions, MqttSubscriber
 from telemetry.ingest.mqtt_codec import InboundMessage
 from telemetry.ingest.parsing import (
+    FirstSeenTimes,
     ParsedTelemetry,
     StateReport,
     StatusReport,
@@ -33,6 +34,7 @@ from telemetry.ingest.service import (
 __all__ = [
     "DeviceDirectory",
     "DeviceInfo",
+    "FirstSeenTimes",
     "InboundMessage",
     "IngestObserver",
     "IngestOptions",

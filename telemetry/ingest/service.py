@@ -18,6 +18,15 @@ batcher and the acker. The path of a message:
    point leaves them with the broker, which sends them again: duplicates land on the
    same point (same device and time), nothing is lost.
 
+No message can stop the worker: parsing is bounded (``parsing``), and should it raise
+anyway (a bug), that one message becomes a dead letter ``internal: <ExceptionType>``
+(logged with its traceback), is acknowledged once the letter is stored, and the
+rest of its unit goes on. Dead letters pass a per-device rate limit
+(``DeadLetterLimiter``) before the store, and are counted per reason class in
+``TelemetryMetrics`` (``pharos_dead_letters_total{reason=...}``) whether stored or
+counted by the limit. A reading without ``ts`` takes the time it was first received
+(``FirstSeenTimes``), so a redelivered copy lands on the same point.
+
 Failures while storing are retried with back-off and never acknowledged meanwhile:
 ``SpoolFull`` (InfluxDB away and the spool full) stops the flow — units stay in
 flight, the batcher waits for a free slot, the inbox fills, reading pauses and the
@@ -51,15 +60,18 @@ from typing import Protocol, Self
 from devices.wire import Channel, DeviceState, DeviceStatus
 from devices.wire.topics import parse_device_topic, subscription
 from pharos_core.points import PointSink
+from telemetry.deadletters import DeadLetterLimiter, RateLimit, reason_class
 from telemetry.influx.client import InfluxConfigurationError
 from telemetry.ingest.directory import DeviceDirectory
 from telemetry.ingest.mqtt import MqttOptions, MqttSubscriber
 from telemetry.ingest.mqtt_codec import InboundMessage
 from telemetry.ingest.parsing import (
+    FirstSeenTimes,
     StateReport,
     StatusReport,
     TimestampPolicy,
     device_id_of,
+    internal_letter,
     parse_message,
 )
 from telemetry.metrics import TelemetryMetrics
@@ -129,6 +141,8 @@ class IngestOptions:
     stop_timeout_s: float = 30.0
     stats_interval_s: float | None = 60.0
     lag_samples: int = 50_000
+    dead_letter_limit: RateLimit = field(default_factory=RateLimit)
+    first_seen_entries: int = 200_000
 
     @classmethod
     def from_settings(cls, telemetry: IngestSettingsLike, **overrides: object) -> IngestOptions:
@@ -165,7 +179,9 @@ class IngestStats:
     messages: int = 0  # MQTT messages received (every channel)
     readings: int = 0  # telemetry messages received
     points: int = 0  # points stored (or spooled)
-    dead_letters: int = 0
+    dead_letters: int = 0  # stored (summaries of rate-limited bursts included)
+    dead_letters_suppressed: int = 0  # counted by the per-device rate limit instead
+    internal_errors: int = 0  # messages whose parsing raised (dead-lettered as internal)
     statuses: int = 0
     states: int = 0
     observer_errors: int = 0  # observers (the rules engine) that raised
@@ -189,6 +205,7 @@ class _Unit:
     letters: list[DeadLetter] = field(default_factory=list)
     statuses: list[StatusReport] = field(default_factory=list)
     states: list[StateReport] = field(default_factory=list)
+    newest: datetime = _EPOCH  # the last message's receive time
     stored: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -249,6 +266,8 @@ class IngestService:
             self._options.max_in_flight + 1
         )
         self._stats = IngestStats()
+        self._limiter = DeadLetterLimiter(self._options.dead_letter_limit)
+        self._first_seen = FirstSeenTimes(self._options.first_seen_entries)
         self._lags = _Lags(self._options.lag_samples)
         self._stopping = False
         self._paused = False
@@ -315,7 +334,21 @@ class IngestService:
             )
             for task in list(self._tasks):
                 task.cancel()
+        else:
+            await self._flush_summaries()
         self._subscriber.stop()
+
+    async def _flush_summaries(self) -> None:
+        """Store the counts of bursts still being rate-limited: they end with the service."""
+        summaries = self._limiter.flush()
+        if not summaries:
+            return
+        try:
+            async with asyncio.timeout(self._options.stop_timeout_s):
+                await self._dead_letters.put(summaries)
+            self._stats.dead_letters += len(summaries)
+        except Exception:
+            log.exception("ingest: %d rate-limit summaries not stored", len(summaries))
 
     def _begin_stop(self) -> None:
         self._stopping = True
@@ -411,9 +444,22 @@ class IngestService:
             if message.topic.endswith(_TELEMETRY_SUFFIX):
                 readings += 1
             received_at = _EPOCH + timedelta(microseconds=message.received_us)
-            parsed = parse_message(
-                message.topic, message.payload, received_at, lookup, policy, self._topics
-            )
+            try:
+                parsed = parse_message(
+                    message.topic,
+                    message.payload,
+                    received_at,
+                    lookup,
+                    policy,
+                    self._topics,
+                    self._first_seen,
+                    message.dup,
+                )
+            except Exception as exc:  # a bug: this message is dead-lettered, not the worker
+                unit.letters.append(self._internal(message, received_at, exc))
+                continue
+            finally:
+                unit.newest = received_at
             unit.points += parsed.points
             unit.letters += parsed.dead_letters
             if parsed.status is not None:
@@ -423,6 +469,20 @@ class IngestService:
         self._stats.readings += readings
         self._metrics.received += readings
         self._notify(unit)
+
+    def _internal(
+        self, message: InboundMessage, received_at: datetime, exc: Exception
+    ) -> DeadLetter:
+        self._stats.internal_errors += 1
+        n = self._stats.internal_errors
+        if n <= 10 or n % 1000 == 0:  # a flood of one bug must not flood the log
+            log.error(
+                "ingest: parsing a message on %r raised (%d so far); dead-lettered",
+                message.topic[:200],
+                n,
+                exc_info=exc,
+            )
+        return internal_letter(message.topic, message.payload, received_at, exc)
 
     def _notify(self, unit: _Unit) -> None:
         if not self._observers or not (unit.points or unit.statuses or unit.states):
@@ -443,12 +503,29 @@ class IngestService:
             self._lags.add(unit.points, time.time())
             self._metrics.lag_seconds = self._lags.last
             self._stats.points += len(unit.points)
-        if unit.letters:
-            await self._retrying("dead letters", self._dead_letters.put, unit.letters)
-            self._stats.dead_letters += len(unit.letters)
-            self._metrics.invalid += len(unit.letters)
+        if unit.letters or self._limiter.suppressing:
+            await self._store_letters(unit.letters, unit.newest)
         await self._record_twin(unit)
         unit.stored.set()
+
+    async def _store_letters(self, letters: Sequence[DeadLetter], now: datetime) -> None:
+        """Count each letter, store those the per-device limit admits (durably).
+
+        Also the summaries of rate-limited bursts that ended by ``now``.
+        """
+        metrics = self._metrics
+        for letter in letters:
+            metrics.count_dead_letter(letter.details.get("classes") or reason_class(letter))
+        metrics.invalid += len(letters)
+        before = self._limiter.suppressed
+        kept = self._limiter.admit(letters) if letters else self._limiter.due(now)
+        suppressed = self._limiter.suppressed - before
+        self._stats.dead_letters_suppressed += suppressed
+        metrics.dead_letters_suppressed += suppressed
+        if kept:
+            await self._retrying("dead letters", self._dead_letters.put, kept)
+            self._stats.dead_letters += len(kept)
+            metrics.dead_letters_pruned = getattr(self._dead_letters, "pruned", 0)
 
     async def _record_twin(self, unit: _Unit) -> None:
         for status in unit.statuses:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from devices.registry.models import Commissioning
 from devices.wire import Channel, device_topic
-from telemetry.deadletters import DeadLetterStore
+from telemetry.deadletters import DeadLetterStore, RateLimit
 from telemetry.influx import InfluxClient, InfluxWriter, RetryPolicy
 from telemetry.ingest import counted
 from telemetry.metrics import TelemetryMetrics
@@ -119,7 +119,10 @@ async def test_malformed_payloads_are_dead_lettered_and_good_ones_stored(
     metrics = TelemetryMetrics()
     async with (
         influx_writer(influxdb, influx_db, site, tmp_path / "spool") as writer,
-        running_ingest(site, writer.submit, metrics=metrics) as service,
+        # The per-device dead-letter limit is tested on its own (test_hardening).
+        running_ingest(
+            site, writer.submit, metrics=metrics, dead_letter_limit=RateLimit(burst=1000)
+        ) as service,
     ):
         device = site.device("env-0001")
         await asyncio.to_thread(device.publish_many, messages)
