@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -301,8 +302,9 @@ class Step:
 
 
 class Bench:
-    def __init__(self, workdir: Path, devices: int) -> None:
-        self.workdir, self.devices = workdir, devices
+    def __init__(self, workdir: Path, devices: int, profile: Path | None = None) -> None:
+        self.workdir, self.devices, self.profile = workdir, devices, profile
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.database = "bench"
         self.seq = 0
         self.ingest: subprocess.Popen[bytes] | None = None
@@ -393,6 +395,13 @@ class Bench:
                 raise RuntimeError("ingest did not start:\n" + self.ingest_log.read_text())
             time.sleep(0.1)
         self.sampler = RssSampler(self.ingest.pid)
+        if self.profile is not None:  # py-spy samples the ingest under this load
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            self.profiler = subprocess.Popen(
+                [py_spy, "record", "-r", "250", "-f", "raw", "-o", str(self.profile),
+                 "--pid", str(self.ingest.pid)],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
         self.sampler.start()
 
     def ingest_stats(self) -> dict[str, Any]:
@@ -402,6 +411,9 @@ class Bench:
     def stop(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            self.profiler.wait(60)
         if self.ingest is not None and self.ingest.poll() is None:
             self.ingest.terminate()
             self.ingest.wait(60)
@@ -549,9 +561,10 @@ def main() -> None:
     parser.add_argument("--raw-messages", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=0.0, help="memory run (seconds)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--profile", type=Path, help="py-spy profile of ingest (collapsed stacks)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    bench = Bench(workdir, args.devices)
+    bench = Bench(workdir, args.devices, args.profile)
     report: dict[str, Any] = {"bench": "ingest", "cpus": os.cpu_count(), "devices": args.devices}
     try:
         print(f"broker raw throughput (mosquitto_pub → mosquitto_sub, {args.raw_messages:,}):")

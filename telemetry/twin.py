@@ -199,15 +199,25 @@ class DeviceTwinStore:
         self._maybe_wake()
 
     async def record_points(self, points: Sequence[Point]) -> None:
+        pending = self._pending
+        commissioned = self._commissioned
         for point in points:
-            device_id = point.device_id
-            seen = _Seen(point.time)
+            # Straight into the pending update (this runs for every reading).
+            device_id = point.tags["device_id"]
+            at = point.time
+            seen = pending.seen.get(device_id)
+            if seen is None:
+                seen = pending.seen[device_id] = _Seen(at)
+            elif at > seen.last_seen_at:
+                seen.last_seen_at = at
+            values = seen.values
             for name, value in point.fields.items():
                 if name not in _NOT_METRICS:
-                    seen.add(name, _json_value(value), point.time)
-            self._pending.put_seen(device_id, seen)
-            if device_id not in self._commissioned:
-                self._pending.put_first(device_id, point.time)
+                    known = values.get(name)
+                    if known is None or at >= known[1]:
+                        values[name] = (_json_value(value), at)
+            if device_id not in commissioned:
+                pending.put_first(device_id, at)
         self._maybe_wake()
 
     def _maybe_wake(self) -> None:
