@@ -11,9 +11,8 @@
   (``rules.settings``);
 - open alerts per severity (``rules``' alert table);
 - today's energy and savings: control's day-so-far figures (``control.energy_report``:
-  measured kWh of each lamp group against the dark hours at rated power), summed;
-  above ``ENERGY_LAMP_LIMIT`` lamps this is ``null`` (too costly per request) and the
-  ``energy`` measurement is the place to read it.
+  measured kWh of each lamp group against the dark hours at rated power), summed; the
+  fleet's measured kWh is one store query per lamp kind (``spread_by_device``).
 
 A part whose source is down is ``null`` and named in ``missing`` with the reason;
 the rest is still answered.
