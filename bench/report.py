@@ -31,6 +31,8 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "report"
+README = BENCH.parent / "README.md"
+MARKERS = ("<!-- bench-report -->", "<!-- /bench-report -->")  # the README's copy of the table
 
 # name → arguments (short defaults: the whole run within ~15 minutes on 2 cores)
 RUNS: dict[str, list[str]] = {
@@ -337,11 +339,25 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def update_readme(text: str) -> bool:
+    """Put the report (without its title) between the README's markers; False if absent."""
+    readme = README.read_text(encoding="utf-8")
+    start, end = readme.find(MARKERS[0]), readme.find(MARKERS[1])
+    if start < 0 or end < start:
+        return False
+    body = text.split("\n", 2)[2].strip()  # drop "# Benchmark report"
+    README.write_text(
+        readme[: start + len(MARKERS[0])] + "\n" + body + "\n" + readme[end:], encoding="utf-8"
+    )
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated names: " + ",".join([*RUNS, *CITY]))
     parser.add_argument("--city", action="store_true", help="also ingest with 50,000 devices")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
     args = parser.parse_args()
     chosen = {**RUNS, **CITY} if args.city else dict(RUNS)
     if args.only:
@@ -362,8 +378,11 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    (args.out / "latest.md").write_text(markdown(report, rows), encoding="utf-8")
+    text = markdown(report, rows)
+    (args.out / "latest.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.out / 'latest.md'} and latest.json")
+    if not args.no_readme and not args.only and update_readme(text):
+        print(f"updated the table in {README}")
     failed = [item["name"] for item in runs if not item["ok"]]
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
