@@ -146,18 +146,24 @@ def project_group(
     kwh = baseline = 0.0
     per_year: dict[int, float] = {}
     for night in nights:
+        # Both are linear in rated power: the sun and the program are placed once per
+        # night (and program), not once per lamp (tens of thousands of lamps).
+        dark_kwh_per_w = baseline_kwh(site, night, 1.0)
+        program_kwh_per_w: dict[str, float] = {}
         for lamp in lamps:
             chosen = program
             if chosen is None and plan is not None:
                 chosen = program_on(plan, LampRef(lamp.device_id, lamp.groups), night)
-            lamp_baseline = baseline_kwh(site, night, lamp.rated_power_w)
+            lamp_baseline = dark_kwh_per_w * lamp.rated_power_w
             baseline += lamp_baseline
             per_year[night.year] = per_year.get(night.year, 0.0) + lamp_baseline
-            kwh += (
-                program_kwh(chosen, site, night, lamp.rated_power_w)
-                if chosen is not None
-                else lamp_baseline  # no program: the lamp burns dusk to dawn
-            )
+            if chosen is None:
+                kwh += lamp_baseline  # no program: the lamp burns dusk to dawn
+                continue
+            per_w = program_kwh_per_w.get(chosen.id)
+            if per_w is None:
+                per_w = program_kwh_per_w[chosen.id] = program_kwh(chosen, site, night, 1.0)
+            kwh += per_w * lamp.rated_power_w
     shares = {year: part / baseline for year, part in per_year.items()} if baseline else {}
     return GroupEnergy(
         group=group,

@@ -64,6 +64,7 @@ from rules.derived import SunTimes
 from rules.service import RulesService
 from rules.settings import RulesSettings
 from telemetry.fleet_stats import FleetStatsWriter
+from telemetry.influx.retention import backfill_hourly
 from telemetry.ingest import MqttOptions
 from telemetry.models import DeviceStatusRow
 from telemetry.points import Point
@@ -396,7 +397,7 @@ async def fill_city(broker: MosquittoProcess, influx_url: str, database: str, ro
             ingest_secret = await asyncio.to_thread(_group_devices, runtime, specs)
             await wait_for_accounts(address, {INGEST: ingest_secret})
             options = TelemetryOptions(
-                meters_refresh_s=0.2, stats_interval_s=None, setup_retention=False
+                meters_refresh_s=0.2, stats_interval_s=None, setup_retention=True
             )
             mqtt = MqttOptions(broker.host, broker.port, INGEST, ingest_secret, keepalive_s=10)
             sink = _Sink()
@@ -438,6 +439,11 @@ async def fill_city(broker: MosquittoProcess, influx_url: str, database: str, ro
                 30,
                 "derived points in InfluxDB",
             )
+        # The hourly rollup of everything written, as the continuous query makes it
+        # hour by hour (the lighting board reads it).
+        await backfill_hourly(
+            influx_url, database, scenario.start - timedelta(hours=1), datetime.now(UTC)
+        )
     finally:
         await asyncio.to_thread(runtime.close)
     window_start = scenario.start.astimezone(TZ).replace(hour=0, minute=0)

@@ -124,28 +124,39 @@ async def report(
     return _answer(rows, format)
 
 
+LAMP_KINDS_MEASURED = ("streetlight", "smart_pole")
+
+
 def store_measured_kwh(store: TimeSeriesStore) -> MeasuredKwh:
     """Measured kWh of lamps over a period from the time-series store: per lamp, the
-    highest minus the lowest cumulative ``energy_kwh`` (for ``EnergyReporter`` too)."""
+    highest minus the lowest cumulative ``energy_kwh``, summed (for ``EnergyReporter`` too).
+
+    The whole fleet's spreads come from one store query per lamp kind
+    (``spread_by_device``), whatever the number of lamps; the groups of one report ask
+    for the same period, so the answer of the last period asked is kept and reused
+    (one entry: a new period, such as the reporter's next ``now``, queries again).
+    """
+    last: dict[tuple[datetime, datetime], dict[str, float]] = {}
+
+    async def spreads(begin: datetime, finish: datetime) -> dict[str, float]:
+        key = (begin, finish)
+        if key not in last:
+            merged: dict[str, float] = {}
+            for kind in LAMP_KINDS_MEASURED:
+                found = await store.spread_by_device(
+                    kind=kind, metric="energy_kwh", start=begin, end=finish
+                )
+                for device_id, spread in found.items():  # a lamp in two kinds: both count
+                    merged[device_id] = merged.get(device_id, 0.0) + spread
+            last.clear()
+            last[key] = merged
+        return last[key]
 
     async def measured(
         device_ids: Sequence[str], begin: datetime, finish: datetime
     ) -> float | None:
-        total, seen = 0.0, False
-        span = finish - begin
-        for device_id in device_ids:
-            for kind in ("streetlight", "smart_pole"):
-                low = await store.history(
-                    kind=kind, metric="energy_kwh", start=begin, end=finish,
-                    interval=span, aggregate="min", device_id=device_id,
-                )  # fmt: skip
-                high = await store.history(
-                    kind=kind, metric="energy_kwh", start=begin, end=finish,
-                    interval=span, aggregate="max", device_id=device_id,
-                )  # fmt: skip
-                if low and high:
-                    total += sum(b.value for b in high) - sum(b.value for b in low)
-                    seen = True
-        return total if seen else None
+        by_device = await spreads(begin, finish)
+        found = [by_device[d] for d in device_ids if d in by_device]
+        return sum(found) if found else None
 
     return measured

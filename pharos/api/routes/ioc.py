@@ -11,9 +11,8 @@
   (``rules.settings``);
 - open alerts per severity (``rules``' alert table);
 - today's energy and savings: control's day-so-far figures (``control.energy_report``:
-  measured kWh of each lamp group against the dark hours at rated power), summed;
-  above ``ENERGY_LAMP_LIMIT`` lamps this is ``null`` (too costly per request) and the
-  ``energy`` measurement is the place to read it.
+  measured kWh of each lamp group against the dark hours at rated power), summed; the
+  fleet's measured kWh is one store query per lamp kind (``spread_by_device``).
 
 A part whose source is down is ``null`` and named in ``missing`` with the reason;
 the rest is still answered.
@@ -51,7 +50,6 @@ router = APIRouter(prefix="/ioc", tags=["ioc"])
 AQI_KINDS = (DeviceKind.ENV_MONITOR, DeviceKind.SMART_POLE)
 GASES = ("no2", "so2", "co", "o3")
 AQI_CONCURRENCY = 8  # monitors whose history is read at once
-ENERGY_LAMP_LIMIT = 2_000  # above: per-request measurement is too costly (see missing)
 FLOOD_LABELS = ("none", "BĐ I", "BĐ II", "BĐ III")
 
 
@@ -245,9 +243,6 @@ async def _energy_today(runtime: Runtime, store: TimeSeriesStore, at: datetime) 
             return lamp_groups(session)
 
     found = await asyncio.to_thread(groups)
-    lamps = sum(len(group.lamps) for group in found)
-    if lamps > ENERGY_LAMP_LIMIT:
-        raise _TooManyLamps(lamps)
     measured = store_measured_kwh(store)
     midnight = datetime.combine(at.astimezone(place.tz).date(), time(0), place.tz)
     totals = dict.fromkeys(EnergyToday.model_fields, 0.0)
@@ -257,15 +252,6 @@ async def _energy_today(runtime: Runtime, store: TimeSeriesStore, at: datetime) 
         for name in totals:
             totals[name] += point.fields[name]
     return EnergyToday(**totals)
-
-
-class _TooManyLamps(Exception):
-    def __init__(self, lamps: int) -> None:
-        super().__init__(
-            f"energy_today: {lamps} lamps are too many to measure per request (limit "
-            f"{ENERGY_LAMP_LIMIT}); read control's `energy` measurement (Grafana board "
-            "ioc-lighting) or GET /api/v1/energy/report"
-        )
 
 
 @router.get("/summary", responses=responses(503, meanings={503: "the registry database is down"}))
@@ -296,8 +282,6 @@ async def ioc_summary(
             missing.append(f"aqi_by_district: the time-series store failed ({exc})")
         try:
             energy = await _energy_today(runtime, store, moment)
-        except _TooManyLamps as exc:
-            missing.append(str(exc))
         except QueryError as exc:
             missing.append(f"energy_today: the time-series store failed ({exc})")
     gauges = await asyncio.to_thread(_gauges, sessions, runtime.settings.rules)
