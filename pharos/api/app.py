@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from pharos.api.errors import install_error_handlers
 from pharos.api.routes import api_router, health, metrics
+from pharos.console import install_console
 from pharos.runtime import Runtime
 
 DESCRIPTION = (
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(api_router)
+    install_console(app, runtime.settings.console)  # the web console at /, outside /openapi.json
     return app
 
 
