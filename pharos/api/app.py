@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from pharos.api.errors import install_error_handlers
 from pharos.api.routes import api_router, health, metrics
-from pharos.console import install_console
 from pharos.runtime import Runtime
 
 DESCRIPTION = (
@@ -40,7 +39,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(api_router)
-    install_console(app, runtime.settings.console)  # the web console at /, outside /openapi.json
+    # The web console at /, outside /openapi.json (imported here: it builds on the API).
+    from pharos.console.mount import install_console
+
+    install_console(app, runtime.settings.console)
     return app
 
 

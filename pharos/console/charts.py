@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 240
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 12, 14, 30
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 72, 24, 30, 30
 
 
 def _x(at: datetime, start: datetime, end: datetime) -> float:
@@ -90,7 +90,7 @@ def level_chart(
         body.append(
             f'<line class="marker" x1="{x:.1f}" y1="{PAD_TOP}" x2="{x:.1f}" '
             f'y2="{HEIGHT - PAD_BOTTOM}"/><text class="marker-label" x="{x + 3:.1f}" '
-            f'y="{PAD_TOP + 10}">{escape(marker.label)}</text>'
+            f'y="{PAD_TOP - 6}">{escape(marker.label)}</text>'
         )
     for css, changes in series:
         if not changes:
@@ -166,8 +166,8 @@ def bar_chart(
     for number, (css, legend, _vs) in enumerate(series):
         x = PAD_LEFT + 8 + number * 150
         body.append(
-            f'<rect class="bar {escape(css)}" x="{x}" y="{PAD_TOP - 10}" width="10" height="10"/>'
-            f'<text class="legend" x="{x + 14}" y="{PAD_TOP}">{escape(legend)}</text>'
+            f'<rect class="bar {escape(css)}" x="{x}" y="4" width="10" height="10"/>'
+            f'<text class="legend" x="{x + 14}" y="14">{escape(legend)}</text>'
         )
     return _svg(body, label)
 

@@ -88,7 +88,7 @@ async def savings(
             ("projected", page.t("Projected"), [r.projected.kwh for r in rows]),
             ("measured", page.t("Measured"), [r.measured.kwh if r.measured else None for r in rows]),
         ],
-        lambda v: page.fmt.unit(v, "kWh"),
+        lambda v: page.fmt.unit(v, "kWh", 0),
         page.t("Measured vs projected"),
     )
     return page.render("energy.html", groups=groups, group=chosen, weeks=weeks, rows=rows, chart=chart)
