@@ -19,6 +19,7 @@ from babel.numbers import format_decimal
 Language = Literal["vi", "en"]
 LANGUAGES: tuple[Language, ...] = ("vi", "en")
 DEFAULT_LANGUAGE: Language = "vi"
+_BY_TAG: dict[str, Language] = {"vi": "vi", "en": "en"}
 
 # English text is the key; the value is its Vietnamese.
 VI: dict[str, str] = {
@@ -251,8 +252,8 @@ def translate(language: Language, text: str) -> str:
 def negotiate(accept_language: str | None, chosen: str | None) -> Language:
     """The language: the one the person chose (cookie), else the browser's first known
     one by quality (``Accept-Language``), else Vietnamese."""
-    if chosen in LANGUAGES:
-        return chosen  # type: ignore[return-value]
+    if chosen is not None and chosen in _BY_TAG:
+        return _BY_TAG[chosen]
     ranked: list[tuple[float, int, str]] = []
     for index, part in enumerate((accept_language or "").split(",")[:20]):
         tag, _, params = part.strip().partition(";")
@@ -264,8 +265,8 @@ def negotiate(accept_language: str | None, chosen: str | None) -> Language:
                 quality = 0.0
         ranked.append((-quality, index, tag.strip().lower().split("-")[0]))
     for _quality, _index, primary in sorted(ranked):
-        if primary in LANGUAGES:
-            return primary  # type: ignore[return-value]
+        if primary in _BY_TAG:
+            return _BY_TAG[primary]
     return DEFAULT_LANGUAGE
 
 

@@ -1,7 +1,6 @@
 """Mounting the console on the API's app: its state, static files, routes and the
 handlers that turn "sign in first" and "not your role" into pages."""
 
-
 from __future__ import annotations
 
 from pathlib import Path

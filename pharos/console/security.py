@@ -107,7 +107,7 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[tuple[str, set[str], Dependan
     dependencies (``effective_route_contexts``); older versions flatten them to APIRoutes."""
     for route in routes:
         if isinstance(route, APIRoute):
-            yield route.path, set(route.methods), route.dependant
+            yield route.path, set(route.methods or ()), route.dependant
         elif hasattr(route, "effective_route_contexts"):
             for context in route.effective_route_contexts():
                 dependant = getattr(context, "dependant", None)

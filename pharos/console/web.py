@@ -61,7 +61,9 @@ class ConsoleState:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        return cls(SessionCodec(secret, settings.session_max_age_s), templates, RoleRules(app), settings)
+        return cls(
+            SessionCodec(secret, settings.session_max_age_s), templates, RoleRules(app), settings
+        )
 
 
 class LoginRequiredError(Exception):
@@ -119,7 +121,7 @@ class Page:
     def flash(self, kind: str, text: str) -> None:
         self.flashes.append((kind, text))
 
-    def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, template: str, status_code: int = 200, **context: Any) -> Response:
         html = self.state.templates.get_template(template).render(
             page=self,
             t=self.t,
@@ -206,7 +208,9 @@ def _signed_in(page: AnyPage) -> Page:
         target = page.request.url.path
         if page.request.url.query:
             target += "?" + page.request.url.query
-        raise LoginRequiredError(target, expired=page.request.cookies.get(SESSION_COOKIE) is not None)
+        raise LoginRequiredError(
+            target, expired=page.request.cookies.get(SESSION_COOKIE) is not None
+        )
     return page
 
 
@@ -223,7 +227,9 @@ async def form_with_csrf(page: Page) -> FormData:
     token = form.get(CSRF_FIELD)
     presented = token if isinstance(token, str) else page.request.headers.get(CSRF_HEADER)
     if not csrf_matches(page.session, presented):
-        raise ForbiddenError(page.t("The form expired (CSRF check failed): reload the page and try again."))
+        raise ForbiddenError(
+            page.t("The form expired (CSRF check failed): reload the page and try again.")
+        )
     return form
 
 

@@ -28,9 +28,7 @@ router = APIRouter(prefix="/alerts")
 
 
 @router.get("")
-async def queue(
-    page: SignedIn, state: Annotated[str, Query(max_length=20)] = "live"
-) -> Response:
+async def queue(page: SignedIn, state: Annotated[str, Query(max_length=20)] = "live") -> Response:
     store = AlertStore(page.runtime.sessions)
     filters = AlertFilter(live=True) if state == "live" else AlertFilter()
     alerts, total = await asyncio.to_thread(store.list, filters, 0, 200)
@@ -44,7 +42,10 @@ async def _detail(page: Page, alert_id: int, status_code: int = 200) -> Response
     except AlertNotFoundError:
         return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
     return page.render(
-        "alerts/detail.html", status_code=status_code, alert=alert, closed=alert.state is AlertState.CLOSED
+        "alerts/detail.html",
+        status_code=status_code,
+        alert=alert,
+        closed=alert.state is AlertState.CLOSED,
     )
 
 
@@ -70,7 +71,11 @@ async def _change(page: Page, alert_id: int, work: Callable[[], AlertChange]) ->
 @router.post("/{alert_id}/acknowledge")
 async def acknowledge(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
     user = page.require("alert.acknowledge")
-    store, now, note = AlertStore(page.runtime.sessions), page.now(), field_text(form, "note", 2000) or None
+    store, now, note = (
+        AlertStore(page.runtime.sessions),
+        page.now(),
+        field_text(form, "note", 2000) or None,
+    )
     return await _change(page, alert_id, lambda: store.acknowledge(alert_id, user.name, now, note))
 
 
@@ -88,5 +93,9 @@ async def comment(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
 @router.post("/{alert_id}/close")
 async def close(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
     user = page.require("alert.close")
-    store, now, note = AlertStore(page.runtime.sessions), page.now(), field_text(form, "note", 2000) or None
+    store, now, note = (
+        AlertStore(page.runtime.sessions),
+        page.now(),
+        field_text(form, "note", 2000) or None,
+    )
     return await _change(page, alert_id, lambda: store.close(alert_id, user.name, now, note))

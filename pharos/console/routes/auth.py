@@ -87,7 +87,9 @@ def _counts(page: Page) -> tuple[int, int, int]:
     _, open_alerts = store.list(AlertFilter(live=True), 0, 1)
     with page.runtime.sessions() as session:
         online = session.scalar(
-            select(func.count()).select_from(DeviceStatusRow).where(DeviceStatusRow.online.is_(True))
+            select(func.count())
+            .select_from(DeviceStatusRow)
+            .where(DeviceStatusRow.online.is_(True))
         )
         total = session.scalar(select(func.count()).select_from(DeviceStatusRow))
     return open_alerts, int(online or 0), int(total or 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -64,21 +64,20 @@ def _map(page: Page, device: DevicePublic) -> object:
 
 
 @router.get("")
-async def find(
-    page: SignedIn, id: Annotated[str | None, Query(max_length=200)] = None
-) -> Response:
+async def find(page: SignedIn, id: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     """The search form; with ``id``, straight to the device (or the reason it is not there)."""
     if id is not None:
         wanted = id.strip().lower()
         # A QR label may carry a URL or "pharos:<id>": the id is its last part.
         wanted = re.split(r"[/:]", wanted)[-1]
-        if DEVICE_ID.match(wanted) and await asyncio.to_thread(_device, page, wanted):
+        found = await asyncio.to_thread(_device, page, wanted) if DEVICE_ID.match(wanted) else None
+        if found is not None:
             return page.redirect(f"/commission/{wanted}")
         page.flash("error", f"{page.t('No device with this id')}: {id}")
     return page.render("commission/find.html", query=id or "")
 
 
-async def _context(page: Page, device: DevicePublic) -> dict[str, object]:
+async def _context(page: Page, device: DevicePublic) -> dict[str, Any]:
     twin: TwinPublic = await read_twin(page.runtime.sessions, device.id)
     test = await asyncio.to_thread(_last_self_test, page, device.id)
     spec = kind_spec(device.kind)

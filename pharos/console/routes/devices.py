@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -99,7 +100,13 @@ async def devices(
         states=states,
         districts=site.districts,
         groups=await asyncio.to_thread(_groups, page),
-        chosen={"kind": kind, "district": district, "group": group, "state": state, "online": online},
+        chosen={
+            "kind": kind,
+            "district": district,
+            "group": group,
+            "state": state,
+            "online": online,
+        },
     )
 
 
@@ -127,7 +134,9 @@ def _commands(page: Page, device: DevicePublic) -> list[tuple[CommandPublic, Tar
     return found[:20]
 
 
-async def _charts(page: Page, device: DevicePublic, metrics: list[str]) -> list[tuple[str, str, Any]]:
+async def _charts(
+    page: Page, device: DevicePublic, metrics: list[str]
+) -> list[tuple[str, str, Any]]:
     store = page.runtime.timeseries
     if store is None:
         return []
@@ -138,12 +147,17 @@ async def _charts(page: Page, device: DevicePublic, metrics: list[str]) -> list[
     ticks = [start + timedelta(hours=h) for h in range(0, CHART_HOURS + 1, 4)]
     for metric in metrics[:CHART_METRICS]:
         buckets = await store.history(
-            kind=device.kind.value, metric=metric, start=start, end=end,
-            interval=timedelta(minutes=15), aggregate="mean", device_id=device.id,
-        )  # fmt: skip
+            kind=device.kind.value,
+            metric=metric,
+            start=start,
+            end=end,
+            interval=timedelta(minutes=15),
+            aggregate="mean",
+            device_id=device.id,
+        )
         points = [(b.start, b.value) for b in buckets]
-        unit = (m.unit if (m := spec.metric(metric)) else "")
-        chart = line_chart(points, ticks, page.fmt.time, lambda v, u=unit: page.fmt.unit(v, u), metric)
+        unit = m.unit if (m := spec.metric(metric)) else ""
+        chart = line_chart(points, ticks, page.fmt.time, partial(page.fmt.unit, unit=unit), metric)
         charts.append((metric, unit, chart))
     return charts
 
@@ -158,7 +172,9 @@ async def device(device_id: str, page: SignedIn) -> Response:
     numeric = [
         name for name in twin.last_values if (m := spec.metric(name)) is not None and not m.boolean
     ]
-    preferred = [m for m in ("power_w", "level", "pm25", "water_level_m", "voltage_v") if m in numeric]
+    preferred = [
+        m for m in ("power_w", "level", "pm25", "water_level_m", "voltage_v") if m in numeric
+    ]
     metrics = preferred + [m for m in numeric if m not in preferred]
     letters: list[DeadLetterPublic] = []
     if page.can("dead_letters.read"):
@@ -174,5 +190,10 @@ async def device(device_id: str, page: SignedIn) -> Response:
         charts=await _charts(page, found, metrics),
         commands=await asyncio.to_thread(_commands, page, found),
         letters=letters,
-        map=device_map(points, Bounds.around(points, (site.latitude, site.longitude)), page.state.settings.tile_url, found.id),
+        map=device_map(
+            points,
+            Bounds.around(points, (site.latitude, site.longitude)),
+            page.state.settings.tile_url,
+            found.id,
+        ),
     )

@@ -30,7 +30,11 @@ MAX_GROUPS = 20
 def _groups(page: Page) -> list[str]:
     with transaction(page.runtime.sessions) as session:
         return sorted(
-            {r.target_id for r in list_assignments(session) if r.target_type == TargetType.GROUP.value}
+            {
+                r.target_id
+                for r in list_assignments(session)
+                if r.target_type == TargetType.GROUP.value
+            }
         )
 
 
@@ -40,8 +44,10 @@ async def _weeks(page: Page, group: str, weeks: int) -> list[GroupEnergy]:
     settings = page.runtime.settings.control.energy
     today = night_of(site, page.now())
     last_monday = today - timedelta(days=today.weekday() + 7)
-    periods = [(last_monday - timedelta(weeks=n), last_monday - timedelta(weeks=n) + timedelta(days=6))
-               for n in reversed(range(weeks))]  # fmt: skip
+    periods = [
+        (last_monday - timedelta(weeks=n), last_monday - timedelta(weeks=n) + timedelta(days=6))
+        for n in reversed(range(weeks))
+    ]
 
     def project() -> list[tuple[GroupEnergy, list]]:  # type: ignore[type-arg]
         from datetime import datetime
@@ -50,8 +56,12 @@ async def _weeks(page: Page, group: str, weeks: int) -> list[GroupEnergy]:
             lamps = group_lamps(session, group)
             rows = []
             for start, end in periods:
-                plan = load_plan(session, site, datetime.combine(start, datetime.min.time(), site.tz))
-                rows.append((project_group(group, lamps, start, end, site, settings, plan=plan), lamps))
+                plan = load_plan(
+                    session, site, datetime.combine(start, datetime.min.time(), site.tz)
+                )
+                rows.append(
+                    (project_group(group, lamps, start, end, site, settings, plan=plan), lamps)
+                )
             return rows
 
     projected = await asyncio.to_thread(project)
@@ -63,7 +73,9 @@ async def _weeks(page: Page, group: str, weeks: int) -> list[GroupEnergy]:
 
 
 def _params(weeks: int, group: str | None, groups: list[str]) -> tuple[int, str | None]:
-    return max(1, min(MAX_WEEKS, weeks)), (group if group in groups else (groups[0] if groups else None))
+    return max(1, min(MAX_WEEKS, weeks)), (
+        group if group in groups else (groups[0] if groups else None)
+    )
 
 
 @router.get("")
@@ -86,12 +98,18 @@ async def savings(
         [
             ("baseline", page.t("Baseline"), [r.projected.baseline_kwh for r in rows]),
             ("projected", page.t("Projected"), [r.projected.kwh for r in rows]),
-            ("measured", page.t("Measured"), [r.measured.kwh if r.measured else None for r in rows]),
+            (
+                "measured",
+                page.t("Measured"),
+                [r.measured.kwh if r.measured else None for r in rows],
+            ),
         ],
         lambda v: page.fmt.unit(v, "kWh", 0),
         page.t("Measured vs projected"),
     )
-    return page.render("energy.html", groups=groups, group=chosen, weeks=weeks, rows=rows, chart=chart)
+    return page.render(
+        "energy.html", groups=groups, group=chosen, weeks=weeks, rows=rows, chart=chart
+    )
 
 
 @router.get(".csv")

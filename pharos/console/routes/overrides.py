@@ -27,14 +27,20 @@ router = APIRouter(prefix="/overrides")
 def _groups(page: Page) -> list[str]:
     with transaction(page.runtime.sessions) as session:
         return sorted(
-            {r.target_id for r in list_assignments(session) if r.target_type == TargetType.GROUP.value}
+            {
+                r.target_id
+                for r in list_assignments(session)
+                if r.target_type == TargetType.GROUP.value
+            }
         )
 
 
 async def _show(page: Page, status_code: int = 200) -> Response:
     overrides = await asyncio.to_thread(get_overrides, page.runtime)
     groups = await asyncio.to_thread(_groups, page)
-    return page.render("overrides.html", status_code=status_code, overrides=overrides, groups=groups)
+    return page.render(
+        "overrides.html", status_code=status_code, overrides=overrides, groups=groups
+    )
 
 
 @router.get("")
@@ -50,7 +56,7 @@ async def set_override(page: SignedIn, form: CheckedForm) -> Response:
         body = OverrideCreate(
             target_type=TargetType.GROUP,
             target_id=field_text(form, "group", 63),
-            level=field_text(form, "level", 6).replace(",", "."),  # type: ignore[arg-type]
+            level=float(field_text(form, "level", 6).replace(",", ".")),
             minutes=int(minutes) if minutes else None,
             reason=field_text(form, "reason", 500),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -59,8 +59,12 @@ def _overview(page: Page) -> Overview:
     with transaction(page.runtime.sessions) as session:
         programs = list_programs(session)
         calendars = list_calendars(session)
-        assignments = [(r.target_type, r.target_id, r.calendar_id) for r in list_assignments(session)]
-    by_calendar = {c.id: {c.default_program_id, *(r.program_id for r in c.rules)} for c in calendars}
+        assignments = [
+            (r.target_type, r.target_id, r.calendar_id) for r in list_assignments(session)
+        ]
+    by_calendar = {
+        c.id: {c.default_program_id, *(r.program_id for r in c.rules)} for c in calendars
+    }
     runs_on: dict[str, list[str]] = {p.id: [] for p in programs}
     for target_type, target_id, calendar_id in assignments:
         if target_type == TargetType.GROUP.value:
@@ -100,11 +104,15 @@ def program_from_form(program_id: str, form: FormData, site: Site) -> ProgramSpe
     """The edited program, checked like a saved one; ``ProgramError`` names the field."""
     try:
         spec = ProgramSpec(
-            id=program_id, name=field_text(form, "name", 200) or program_id, steps=steps_from_form(form)  # type: ignore[arg-type]
+            id=program_id,
+            name=field_text(form, "name", 200) or program_id,
+            steps=steps_from_form(form),
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ProgramError(".".join(str(p) for p in first["loc"]) or "steps", first["msg"]) from None
+        raise ProgramError(
+            ".".join(str(p) for p in first["loc"]) or "steps", first["msg"]
+        ) from None
     check_program(spec, site)
     return spec
 
@@ -118,8 +126,14 @@ class Preview:
     current: GroupEnergy | None
 
 
-def _project(page: Page, edited: ProgramSpec, current: ProgramSpec | None, group: str | None,
-             start: date, nights: int) -> Preview:  # fmt: skip
+def _project(
+    page: Page,
+    edited: ProgramSpec,
+    current: ProgramSpec | None,
+    group: str | None,
+    start: date,
+    nights: int,
+) -> Preview:
     if group is None:
         return Preview(None, start, nights, None, None)
     site = site_of(page.runtime)
@@ -139,8 +153,9 @@ def _project(page: Page, edited: ProgramSpec, current: ProgramSpec | None, group
     return Preview(group, start, nights, mine, theirs)
 
 
-def _chart(page: Page, site: Site, night: date, edited: ProgramSpec | None,
-           current: ProgramSpec | None) -> Any:  # fmt: skip
+def _chart(
+    page: Page, site: Site, night: date, edited: ProgramSpec | None, current: ProgramSpec | None
+) -> Any:
     dusk, dawn = sunset_at(site, night), sunrise_at(site, night + timedelta(days=1))
     start = dusk.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     end = dawn.replace(minute=0, second=0, microsecond=0) + timedelta(hours=3)
@@ -152,12 +167,17 @@ def _chart(page: Page, site: Site, night: date, edited: ProgramSpec | None,
         before = [level for at, level in placed if at <= start]
         initial = before[-1] if before else placed[-1][1]
         series.append((css, [(start, initial), *[(a, v) for a, v in placed if start < a < end]]))
-    ticks = [start + timedelta(hours=h) for h in range(0, int((end - start).total_seconds() // 3600) + 1, 2)]
+    ticks = [
+        start + timedelta(hours=h)
+        for h in range(0, int((end - start).total_seconds() // 3600) + 1, 2)
+    ]
     markers = [
         Marker(dusk, f"{page.t('sunset')} {page.fmt.time(dusk)}"),
         Marker(dawn, f"{page.t('sunrise')} {page.fmt.time(dawn)}"),
     ]
-    return level_chart(series, start, end, ticks, page.fmt.time, markers, page.t("Level through the night"))
+    return level_chart(
+        series, start, end, ticks, page.fmt.time, markers, page.t("Level through the night")
+    )
 
 
 def _saved(page: Page, program_id: str) -> ProgramSpec | None:
@@ -188,13 +208,27 @@ def _night(page: Page, value: str | None) -> date:
     return night_of(site_of(page.runtime), page.now())
 
 
-async def _editor(page: Page, program_id: str, spec: ProgramSpec | None, error: str | None,
-                  night: date, group: str | None, nights: int, status_code: int = 200) -> Response:  # fmt: skip
+async def _editor(
+    page: Page,
+    program_id: str,
+    spec: ProgramSpec | None,
+    error: str | None,
+    night: date,
+    group: str | None,
+    nights: int,
+    status_code: int = 200,
+) -> Response:
     overview_data = await asyncio.to_thread(_overview, page)
     saved = await asyncio.to_thread(_saved, page, program_id)
     groups = overview_data.runs_on.get(program_id, [])
-    all_groups = sorted({t for kind, t, _ in overview_data.assignments if kind == TargetType.GROUP.value})
-    chosen = group if group in all_groups else (groups[0] if groups else (all_groups[0] if all_groups else None))
+    all_groups = sorted(
+        {t for kind, t, _ in overview_data.assignments if kind == TargetType.GROUP.value}
+    )
+    chosen = (
+        group
+        if group in all_groups
+        else (groups[0] if groups else (all_groups[0] if all_groups else None))
+    )
     edited = spec or saved
     preview = (
         await asyncio.to_thread(_project, page, edited, saved, chosen, night, nights)
@@ -239,7 +273,11 @@ def _form_context(page: Page, form: FormData) -> tuple[date, str | None, int]:
         nights = max(1, min(PREVIEW_NIGHTS_MAX, int(field_text(form, "nights", 3) or "7")))
     except ValueError:
         nights = 7
-    return _night(page, field_text(form, "night", 10)), field_text(form, "group", 63) or None, nights
+    return (
+        _night(page, field_text(form, "night", 10)),
+        field_text(form, "group", 63) or None,
+        nights,
+    )
 
 
 @router.post("/{program_id}/preview")
@@ -251,9 +289,19 @@ async def preview(program_id: str, page: SignedIn, form: CheckedForm) -> Respons
     try:
         spec = program_from_form(program_id, form, site)
     except ProgramError as exc:
-        return page.render("programs/preview.html", error=str(exc), chart=_chart(page, site, night, None, saved), preview=None)
+        return page.render(
+            "programs/preview.html",
+            error=str(exc),
+            chart=_chart(page, site, night, None, saved),
+            preview=None,
+        )
     result = await asyncio.to_thread(_project, page, spec, saved, group, night, nights)
-    return page.render("programs/preview.html", error=None, chart=_chart(page, site, night, spec, saved), preview=result)
+    return page.render(
+        "programs/preview.html",
+        error=None,
+        chart=_chart(page, site, night, spec, saved),
+        preview=result,
+    )
 
 
 @router.post("/{program_id}")

@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
 
 from pharos.apikeys import Role, create_api_key
 from pharos.broker_process import free_port
@@ -29,10 +32,6 @@ from pharos.database import upgrade
 from pharos.runtime import build_runtime
 from pharos.settings import Settings
 from rules.models import AlertRow
-from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.common.by import By
-
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "console"
@@ -67,10 +66,22 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     tmp = tmp_path_factory.mktemp("console-demo")
     port = free_port()
     database = f"sqlite:///{tmp / 'var' / 'pharos.db'}"
-    env = {**os.environ, "PHAROS_DATA_DIR": str(tmp / "var"), "PHAROS_DATABASE__URL": database,
-           "PHAROS_API__PORT": str(port)}  # fmt: skip
-    command = [sys.executable, "-c", "from pharos.cli import main; main()", "demo",
-               "--duration", "900", "--devices", "40"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PHAROS_DATA_DIR": str(tmp / "var"),
+        "PHAROS_DATABASE__URL": database,
+        "PHAROS_API__PORT": str(port),
+    }
+    command = [
+        sys.executable,
+        "-c",
+        "from pharos.cli import main; main()",
+        "demo",
+        "--duration",
+        "900",
+        "--devices",
+        "40",
+    ]
     process = subprocess.Popen(
         command, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -117,8 +128,14 @@ def browser() -> Iterator[Any]:
         pytest.fail("headless Chromium is needed: apt-get install -y chromium chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--lang=en-US", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):  # fmt: skip
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--lang=en-US",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
@@ -187,7 +204,12 @@ def test_a_technician_commissions_a_lamp_on_a_phone(browser: Any, demo: Demo) ->
     assert browser.execute_script("return document.documentElement.scrollWidth") <= PHONE[0] + 1
 
     browser.find_element(By.ID, "to-installed").click()
-    _wait(lambda: browser.find_element(By.ID, "lifecycle-state").get_attribute("data-state") == "installed")
+    _wait(
+        lambda: (
+            browser.find_element(By.ID, "lifecycle-state").get_attribute("data-state")
+            == "installed"
+        )
+    )
     # Signing off before the self-test is refused with the checklist's reason.
     browser.find_element(By.ID, "to-commissioned").click()
     refusal = _wait(lambda: browser.find_element(By.CSS_SELECTOR, ".flash.error").text)
@@ -195,9 +217,13 @@ def test_a_technician_commissions_a_lamp_on_a_phone(browser: Any, demo: Demo) ->
     assert api(demo, f"/devices/{lamp}")["state"] == "installed"
 
     # The phone's position (the browser's geolocation, overridden like a GPS fix).
-    browser.execute_cdp_cmd("Browser.grantPermissions", {"origin": demo.base, "permissions": ["geolocation"]})
-    browser.execute_cdp_cmd("Emulation.setGeolocationOverride",
-                            {"latitude": 10.0341, "longitude": 105.7880, "accuracy": 5})  # fmt: skip
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions", {"origin": demo.base, "permissions": ["geolocation"]}
+    )
+    browser.execute_cdp_cmd(
+        "Emulation.setGeolocationOverride",
+        {"latitude": 10.0341, "longitude": 105.7880, "accuracy": 5},
+    )
     browser.find_element(By.ID, "locate").click()
     _wait(lambda: browser.find_element(By.ID, "latitude").get_attribute("value") == "10.034100")
     browser.find_element(By.ID, "save-position").click()
@@ -206,8 +232,13 @@ def test_a_technician_commissions_a_lamp_on_a_phone(browser: Any, demo: Demo) ->
 
     # The self-test against the simulated lamp: acknowledged, with the power at each step.
     browser.find_element(By.ID, "run-self-test").click()
-    _wait(lambda: browser.find_element(By.ID, "self-test-status").get_attribute("data-status") == "ok",
-          45, "the self-test acknowledgement")  # fmt: skip
+    _wait(
+        lambda: (
+            browser.find_element(By.ID, "self-test-status").get_attribute("data-status") == "ok"
+        ),
+        45,
+        "the self-test acknowledgement",
+    )
     assert re.search(r"100%: \d+\.\d W", text(browser, "self-test-detail"))
     _wait(lambda: "ok" in browser.find_element(By.ID, "check-self-test").get_attribute("class"), 15)
     assert "ok" in browser.find_element(By.ID, "check-telemetry").get_attribute("class")
@@ -215,14 +246,21 @@ def test_a_technician_commissions_a_lamp_on_a_phone(browser: Any, demo: Demo) ->
     shoot(browser, "commission-device")
 
     browser.find_element(By.ID, "to-commissioned").click()
-    _wait(lambda: browser.find_element(By.ID, "lifecycle-state").get_attribute("data-state") == "commissioned")
+    _wait(
+        lambda: (
+            browser.find_element(By.ID, "lifecycle-state").get_attribute("data-state")
+            == "commissioned"
+        )
+    )
     device = api(demo, f"/devices/{lamp}")
     assert device["state"] == "commissioned"
     assert device["commissioning"]["signed_off_by"] == "test-technician"
 
 
 def running_program(demo: Demo) -> str:
-    states = _wait(lambda: [s for s in api(demo, "/lamp-states") if s.get("desired_program_id")], 60)
+    states = _wait(
+        lambda: [s for s in api(demo, "/lamp-states") if s.get("desired_program_id")], 60
+    )
     programs = [s["desired_program_id"] for s in states]
     return max(set(programs), key=programs.count)
 
@@ -242,9 +280,13 @@ def test_an_energy_manager_sees_the_projection_change_then_the_lamps_get_the_pro
     levels[index].clear()
     levels[index].send_keys("20")
     changed = _wait(
-        lambda: (v := browser.find_element(By.CSS_SELECTOR, "#projection-edited .kwh").text) != kwh and v,
-        20, "the projection to follow the edit",
-    )  # fmt: skip
+        lambda: (
+            (v := browser.find_element(By.CSS_SELECTOR, "#projection-edited .kwh").text) != kwh
+            and v
+        ),
+        20,
+        "the projection to follow the edit",
+    )
     assert changed != kwh
     assert browser.find_element(By.ID, "projection-change").text
     assert api(demo, f"/programs/{program_id}") == before, "nothing is saved by a preview"
@@ -258,8 +300,12 @@ def test_an_energy_manager_sees_the_projection_change_then_the_lamps_get_the_pro
 
     def acknowledged() -> bool:
         commands = api(demo, "/commands?limit=200")["items"]
-        sent = [c for c in commands if c["action"] == "set_program"
-                and c["params"]["program"]["steps"][index]["level"] == 20]  # fmt: skip
+        sent = [
+            c
+            for c in commands
+            if c["action"] == "set_program"
+            and c["params"]["program"]["steps"][index]["level"] == 20
+        ]
         return bool(sent) and all(
             c["progress"]["acknowledged"] == c["progress"]["total"] > 0 for c in sent
         )
@@ -284,10 +330,21 @@ def _raise_alert(demo: Demo) -> int:
     try:
         now = datetime.now(UTC)
         with runtime.sessions() as session:
-            row = AlertRow(rule_id="lamp_failure", rule_name="Lamp failure", device_id="test-lamp",
-                           kind="streetlight", district="Ninh Kiều", severity="major", state="open",
-                           message="lit but draws 0.4 W", value=0.4, repeats=0, escalations=0,
-                           raised_at=now, last_raised_at=now)  # fmt: skip
+            row = AlertRow(
+                rule_id="lamp_failure",
+                rule_name="Lamp failure",
+                device_id="test-lamp",
+                kind="streetlight",
+                district="Ninh Kiều",
+                severity="major",
+                state="open",
+                message="lit but draws 0.4 W",
+                value=0.4,
+                repeats=0,
+                escalations=0,
+                raised_at=now,
+                last_raised_at=now,
+            )
             session.add(row)
             session.commit()
             return row.id
@@ -302,14 +359,22 @@ def test_an_operator_acknowledges_and_closes_an_alert(browser: Any, demo: Demo) 
     shoot(browser, "alerts")
     browser.find_element(By.ID, f"alert-{alert_id}").click()
     browser.find_element(By.ID, "acknowledge").click()
-    _wait(lambda: browser.find_element(By.ID, "alert-state").get_attribute("data-state") == "acknowledged")
+    _wait(
+        lambda: (
+            browser.find_element(By.ID, "alert-state").get_attribute("data-state") == "acknowledged"
+        )
+    )
     browser.find_element(By.ID, "comment-text").send_keys("crew sent to pole NK-12")
     browser.find_element(By.ID, "add-comment").click()
     _wait(lambda: "crew sent" in text(browser, "history"))
     browser.find_element(By.ID, "close-note").send_keys("driver replaced")
     browser.find_element(By.ID, "close").click()
-    _wait(lambda: browser.find_element(By.ID, "alert-state").get_attribute("data-state") == "closed")
-    events = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#history li")]
+    _wait(
+        lambda: browser.find_element(By.ID, "alert-state").get_attribute("data-state") == "closed"
+    )
+    events = [
+        e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#history li")
+    ]
     assert events == ["acknowledged", "commented", "closed"]
     shoot(browser, "alert-detail")
     alert = api(demo, f"/alerts/{alert_id}")
@@ -325,16 +390,26 @@ def test_an_operator_acknowledges_and_closes_an_alert(browser: Any, demo: Demo) 
     shoot(browser, "device")
 
 
-def test_a_viewer_is_refused_an_edit_by_the_page_and_by_the_server(browser: Any, demo: Demo) -> None:
+def test_a_viewer_is_refused_an_edit_by_the_page_and_by_the_server(
+    browser: Any, demo: Demo
+) -> None:
     program_id = running_program(demo)
     before = api(demo, f"/programs/{program_id}")
     sign_in(browser, demo, "viewer", f"/programs/{program_id}")
     assert not browser.find_elements(By.ID, "save-program")
     assert browser.find_element(By.ID, "read-only")
     csrf = browser.find_element(By.NAME, "csrf_token").get_attribute("value")
-    form = {"csrf_token": csrf, "name": "x", "step_kind": "at", "step_at": "18:00", "step_level": "5"}
+    form = {
+        "csrf_token": csrf,
+        "name": "x",
+        "step_kind": "at",
+        "step_at": "18:00",
+        "step_level": "5",
+    }
     cookies = _cookies(browser)
-    refused = httpx.post(f"{demo.base}/programs/{program_id}", data=form, cookies=cookies, timeout=10)
+    refused = httpx.post(
+        f"{demo.base}/programs/{program_id}", data=form, cookies=cookies, timeout=10
+    )
     assert refused.status_code == 403
     assert "energy_manager" in refused.text or "quản lý năng lượng" in refused.text
     no_token = httpx.post(f"{demo.base}/alerts/1/close", data={}, cookies=cookies, timeout=10)

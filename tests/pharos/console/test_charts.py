@@ -12,9 +12,19 @@ END = START + timedelta(hours=14)
 
 
 def test_a_level_chart_steps_through_the_night() -> None:
-    changes = [(START, 0.0), (START + timedelta(hours=1), 100.0), (START + timedelta(hours=7), 50.0)]
-    svg = level_chart([("edited", changes)], START, END, [START], lambda t: "<x>",
-                      [Marker(START + timedelta(hours=1), "sunset <17:34>")])  # fmt: skip
+    changes = [
+        (START, 0.0),
+        (START + timedelta(hours=1), 100.0),
+        (START + timedelta(hours=7), 50.0),
+    ]
+    svg = level_chart(
+        [("edited", changes)],
+        START,
+        END,
+        [START],
+        lambda t: "<x>",
+        [Marker(START + timedelta(hours=1), "sunset <17:34>")],
+    )
     assert svg.count("<polyline") == 1
     assert "&lt;x&gt;" in svg and "sunset &lt;17:34&gt;" in svg and "<x>" not in svg
     # 100 % is drawn at the top of the plot area, 50 % half-way down.
@@ -24,15 +34,21 @@ def test_a_level_chart_steps_through_the_night() -> None:
 
 
 def test_bars_skip_missing_values() -> None:
-    svg = bar_chart(["a", "b"], [("projected", "P", [1.0, 2.0]), ("measured", "M", [None, 1.5])],
-                    lambda v: f"{v}", "x")  # fmt: skip
+    svg = bar_chart(
+        ["a", "b"],
+        [("projected", "P", [1.0, 2.0]), ("measured", "M", [None, 1.5])],
+        lambda v: f"{v}",
+        "x",
+    )
     assert svg.count('class="bar projected"') == 3  # two bars and the legend
     assert svg.count('class="bar measured"') == 2
 
 
 def test_the_map_draws_tiles_only_when_configured() -> None:
-    points = [MapPoint("lamp-<1>", 10.03, 105.78, "online", "/devices/lamp-1"),
-              MapPoint("lamp-2", 10.04, 105.79, "offline")]  # fmt: skip
+    points = [
+        MapPoint("lamp-<1>", 10.03, 105.78, "online", "/devices/lamp-1"),
+        MapPoint("lamp-2", 10.04, 105.79, "offline"),
+    ]
     bounds = Bounds.around(points, (10.0, 105.7))
     assert bounds.south < 10.03 and bounds.north > 10.04
     plain = device_map(points, bounds)

@@ -39,8 +39,11 @@ def signed_in(client: TestClient, key: str) -> str:
     page = client.get("/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert csrf is not None
-    answer = client.post("/login", data={"csrf_token": csrf.group(1), "api_key": key, "next": "/"},
-                         follow_redirects=False)  # fmt: skip
+    answer = client.post(
+        "/login",
+        data={"csrf_token": csrf.group(1), "api_key": key, "next": "/"},
+        follow_redirects=False,
+    )
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     home = client.get("/")
     token = re.search(r'name="csrf_token" value="([^"]+)"', home.text)
@@ -66,7 +69,9 @@ def test_sign_in_sets_an_httponly_strict_cookie_and_a_revoked_key_ends_it(runtim
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     wrong = client.post("/login", data={"csrf_token": csrf, "api_key": "phk_nope"})
     assert wrong.status_code == 401 and "Unknown or revoked" in wrong.text
-    answer = client.post("/login", data={"csrf_token": csrf, "api_key": key}, follow_redirects=False)
+    answer = client.post(
+        "/login", data={"csrf_token": csrf, "api_key": key}, follow_redirects=False
+    )
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert client.get("/alerts").status_code == 200
@@ -105,8 +110,10 @@ def test_a_technician_may_not_save_a_program(runtime: Runtime) -> None:
     key = key_for(runtime, "tech", Role.TECHNICIAN)
     client = TestClient(create_app(runtime), headers={"Accept-Language": "en"})
     token = signed_in(client, key)
-    answer = client.post("/programs/default", data={"csrf_token": token, "step_kind": "at",
-                                                   "step_at": "18:00", "step_level": "5"})  # fmt: skip
+    answer = client.post(
+        "/programs/default",
+        data={"csrf_token": token, "step_kind": "at", "step_at": "18:00", "step_level": "5"},
+    )
     assert answer.status_code == 403
     assert "energy_manager" in answer.text
 
@@ -128,6 +135,9 @@ def test_next_after_sign_in_stays_on_this_site(runtime: Runtime) -> None:
         client = TestClient(app)
         page = client.get("/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-        answer = client.post("/login", data={"csrf_token": csrf, "api_key": key, "next": hostile},
-                             follow_redirects=False)  # fmt: skip
+        answer = client.post(
+            "/login",
+            data={"csrf_token": csrf, "api_key": key, "next": hostile},
+            follow_redirects=False,
+        )
         assert answer.headers["location"] == "/"
