@@ -29,7 +29,7 @@ from telemetry.twin import read_twin
 router = APIRouter(prefix="/devices")
 
 LIST_MAX = 1000
-CHART_HOURS = 24
+CHART_HOURS = 6
 CHART_METRICS = 4
 
 
@@ -144,14 +144,14 @@ async def _charts(
     start = end - timedelta(hours=CHART_HOURS)
     spec = kind_spec(device.kind)
     charts = []
-    ticks = [start + timedelta(hours=h) for h in range(0, CHART_HOURS + 1, 4)]
+    ticks = [start + timedelta(hours=h) for h in range(0, CHART_HOURS + 1)]
     for metric in metrics[:CHART_METRICS]:
         buckets = await store.history(
             kind=device.kind.value,
             metric=metric,
             start=start,
             end=end,
-            interval=timedelta(minutes=15),
+            interval=timedelta(minutes=5),
             aggregate="mean",
             device_id=device.id,
         )

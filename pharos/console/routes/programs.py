@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 
 from control.commands.model import CommandPublic
 from control.commands.records import list_commands
-from control.energy import GroupEnergy, project_group
+from control.energy import EnergySettings, GroupEnergy, Lamp, project_group
 from control.plan import CalendarSpec, TargetType
 from control.program import (
     ProgramError,
@@ -117,6 +117,23 @@ def program_from_form(program_id: str, form: FormData, site: Site) -> ProgramSpe
     return spec
 
 
+def project_program(
+    group: str,
+    lamps: list[Lamp],
+    start: date,
+    end: date,
+    site: Site,
+    settings: EnergySettings,
+    program: ProgramSpec,
+) -> GroupEnergy:
+    """``project_group`` with one program for every lamp, in time proportional to the
+    nights alone: energy is linear in rated power, so the group projects as one lamp of
+    its summed power (a district has thousands of lamps; the form posts as you type)."""
+    whole = [Lamp(group, sum(lamp.rated_power_w for lamp in lamps))] if lamps else []
+    projection = project_group(group, whole, start, end, site, settings, program=program)
+    return projection.model_copy(update={"lamps": len(lamps)})
+
+
 @dataclass(frozen=True, slots=True)
 class Preview:
     group: str | None
@@ -144,12 +161,8 @@ def _project(
             lamps = group_lamps(session, group)
         except RequestValidationError:  # an unknown group: nothing to project
             return Preview(group, start, nights, None, None)
-    mine = project_group(group, lamps, start, end, site, settings, program=edited)
-    theirs = (
-        project_group(group, lamps, start, end, site, settings, program=current)
-        if current is not None
-        else None
-    )
+    mine = project_program(group, lamps, start, end, site, settings, edited)
+    theirs = project_program(group, lamps, start, end, site, settings, current) if current else None
     return Preview(group, start, nights, mine, theirs)
 
 
