@@ -379,8 +379,23 @@ def test_an_operator_acknowledges_and_closes_an_alert(browser: Any, demo: Demo) 
     shoot(browser, "alert-detail")
     alert = api(demo, f"/alerts/{alert_id}")
     assert alert["state"] == "closed" and alert["closed_by"] == "test-operator"
+    # A group override with an expiry, set and cleared through the page.
+    browser.get(f"{demo.base}/overrides")
+    browser.find_element(By.NAME, "level").clear()
+    browser.find_element(By.NAME, "level").send_keys("80")
+    browser.find_element(By.NAME, "minutes").send_keys("30")
+    browser.find_element(By.NAME, "reason").send_keys("night market")
+    browser.find_element(By.ID, "set-override").click()
+    row = _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#overrides tbody tr td").text)
+    assert row.startswith("group lights-")
+    overrides = api(demo, "/overrides")
+    assert [(o["level"], o["reason"]) for o in overrides] == [(80.0, "night market")]
+    assert overrides[0]["until"] is not None
+    shoot(browser, "overrides")
+    browser.find_element(By.CSS_SELECTOR, "#overrides button").click()
+    _wait(lambda: api(demo, "/overrides") == [], 15, "the override to clear")
     # The operations pages render with the live fleet.
-    for path, name in (("/devices", "devices"), ("/overrides", "overrides"), ("/", "home")):
+    for path, name in (("/devices", "devices"), ("/", "home")):
         browser.get(demo.base + path)
         shoot(browser, name)
     browser.get(f"{demo.base}/devices?kind=streetlight&online=yes")
