@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.datastructures import FormData
@@ -36,6 +36,8 @@ from pharos.settings import ConsoleSettings
 from pharos_core.clock import Clock, SystemClock
 
 STATIC_PATH = "/console/static"
+# A database row id in a path: bounded, so a huge number is a 422, not a driver error.
+RowId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from pharos.console.web import CheckedForm, Page, SignedIn, field_text
+from pharos.console.web import CheckedForm, Page, RowId, SignedIn, field_text
 from rules.alerts import (
     AlertChange,
     AlertFilter,
@@ -40,7 +40,7 @@ async def _detail(page: Page, alert_id: int, status_code: int = 200) -> Response
     try:
         alert = await asyncio.to_thread(store.get, alert_id)
     except AlertNotFoundError:
-        return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
+        return page.render("error.html", status_code=404, reason=page.t("Not found"))
     return page.render(
         "alerts/detail.html",
         status_code=status_code,
@@ -50,7 +50,7 @@ async def _detail(page: Page, alert_id: int, status_code: int = 200) -> Response
 
 
 @router.get("/{alert_id}")
-async def detail(alert_id: int, page: SignedIn) -> Response:
+async def detail(alert_id: RowId, page: SignedIn) -> Response:
     return await _detail(page, alert_id)
 
 
@@ -58,7 +58,7 @@ async def _change(page: Page, alert_id: int, work: Callable[[], AlertChange]) ->
     try:
         change = await asyncio.to_thread(work)
     except AlertNotFoundError:
-        return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
+        return page.render("error.html", status_code=404, reason=page.t("Not found"))
     except AlertStateError as exc:
         page.flash("error", f"{page.t('Refused')}: {exc}")
         return await _detail(page, alert_id, 409)
@@ -69,7 +69,7 @@ async def _change(page: Page, alert_id: int, work: Callable[[], AlertChange]) ->
 
 
 @router.post("/{alert_id}/acknowledge")
-async def acknowledge(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
+async def acknowledge(alert_id: RowId, page: SignedIn, form: CheckedForm) -> Response:
     user = page.require("alert.acknowledge")
     store, now, note = (
         AlertStore(page.runtime.sessions),
@@ -80,7 +80,7 @@ async def acknowledge(alert_id: int, page: SignedIn, form: CheckedForm) -> Respo
 
 
 @router.post("/{alert_id}/comment")
-async def comment(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
+async def comment(alert_id: RowId, page: SignedIn, form: CheckedForm) -> Response:
     user = page.require("alert.comment")
     text = field_text(form, "text", 2000)
     if not text:
@@ -91,7 +91,7 @@ async def comment(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
 
 
 @router.post("/{alert_id}/close")
-async def close(alert_id: int, page: SignedIn, form: CheckedForm) -> Response:
+async def close(alert_id: RowId, page: SignedIn, form: CheckedForm) -> Response:
     user = page.require("alert.close")
     store, now, note = (
         AlertStore(page.runtime.sessions),

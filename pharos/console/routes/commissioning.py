@@ -114,7 +114,7 @@ async def live(device_id: str, page: SignedIn) -> Response:
     """The part that changes on its own (readings, checklist, self-test): polled by htmx."""
     device = await asyncio.to_thread(_device, page, device_id)
     if device is None:
-        return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
+        return page.render("partial_error.html", status_code=404, reason=page.t("Not found"))
     return page.render("commission/live.html", **(await _context(page, device)))
 
 

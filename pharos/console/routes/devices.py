@@ -166,7 +166,7 @@ async def _charts(
 async def device(device_id: str, page: SignedIn) -> Response:
     found = await asyncio.to_thread(_device, page, device_id)
     if found is None:
-        return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
+        return page.render("error.html", status_code=404, reason=page.t("Not found"))
     twin = await read_twin(page.runtime.sessions, device_id)
     spec = kind_spec(found.kind)
     numeric = [

@@ -19,7 +19,7 @@ from pharos.api.routes.programs import (
     get_overrides,
     remove_override,
 )
-from pharos.console.web import CheckedForm, Page, SignedIn, field_text
+from pharos.console.web import CheckedForm, Page, RowId, SignedIn, field_text
 
 router = APIRouter(prefix="/overrides")
 
@@ -69,7 +69,7 @@ async def set_override(page: SignedIn, form: CheckedForm) -> Response:
 
 
 @router.post("/{override_id}/clear")
-async def clear(override_id: int, page: SignedIn, form: CheckedForm) -> Response:
+async def clear(override_id: RowId, page: SignedIn, form: CheckedForm) -> Response:
     page.require("override.clear")
     try:
         await remove_override(override_id, page.runtime)

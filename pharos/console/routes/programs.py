@@ -277,7 +277,7 @@ async def edit(
 ) -> Response:
     saved = await asyncio.to_thread(_saved, page, program_id)
     if saved is None:
-        return page.render("fragment_error.html", status_code=404, reason=page.t("Not found"))
+        return page.render("error.html", status_code=404, reason=page.t("Not found"))
     return await _editor(page, program_id, None, None, _night(page, night), group, nights)
 
 
