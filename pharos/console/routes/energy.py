@@ -27,7 +27,8 @@ MAX_WEEKS = 12
 MAX_GROUPS = 20
 
 
-def _groups(page: Page) -> list[str]:
+def lighting_groups(page: Page) -> list[str]:
+    """The groups that have a calendar (the lighting groups), by id."""
     with transaction(page.runtime.sessions) as session:
         return sorted(
             {
@@ -84,7 +85,7 @@ async def savings(
     group: Annotated[str | None, Query(max_length=63)] = None,
     weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS)] = 4,
 ) -> Response:
-    groups = (await asyncio.to_thread(_groups, page))[:MAX_GROUPS]
+    groups = (await asyncio.to_thread(lighting_groups, page))[:MAX_GROUPS]
     weeks, chosen = _params(weeks, group, groups)
     rows: list[GroupEnergy] = []
     if chosen is not None:
@@ -118,7 +119,7 @@ async def savings_csv(
     group: Annotated[str | None, Query(max_length=63)] = None,
     weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS)] = 4,
 ) -> Response:
-    groups = await asyncio.to_thread(_groups, page)
+    groups = await asyncio.to_thread(lighting_groups, page)
     weeks, chosen = _params(weeks, group, groups)
     rows = await _weeks(page, chosen, weeks) if chosen else []
     name = f"energy-{chosen or 'none'}-{page.now():%Y%m%d}.csv"

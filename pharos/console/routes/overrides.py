@@ -11,33 +11,21 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from control.plan import TargetType
-from control.store import list_assignments
-from devices.registry.db import transaction
 from pharos.api.routes.programs import (
     OverrideCreate,
     create_override,
     get_overrides,
     remove_override,
 )
+from pharos.console.routes.energy import lighting_groups
 from pharos.console.web import CheckedForm, Page, RowId, SignedIn, field_text
 
 router = APIRouter(prefix="/overrides")
 
 
-def _groups(page: Page) -> list[str]:
-    with transaction(page.runtime.sessions) as session:
-        return sorted(
-            {
-                r.target_id
-                for r in list_assignments(session)
-                if r.target_type == TargetType.GROUP.value
-            }
-        )
-
-
 async def _show(page: Page, status_code: int = 200) -> Response:
     overrides = await asyncio.to_thread(get_overrides, page.runtime)
-    groups = await asyncio.to_thread(_groups, page)
+    groups = await asyncio.to_thread(lighting_groups, page)
     return page.render(
         "overrides.html", status_code=status_code, overrides=overrides, groups=groups
     )
