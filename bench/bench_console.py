@@ -128,7 +128,8 @@ def main() -> None:
         f"preview projection (summed power)    {fast * 1000:9.1f} ms  ({limit / fast:,.0f}x faster)"
     )
     print(
-        f"whole POST /programs/{{id}}/preview   {whole * 1000:9.1f} ms  ({whole / limit:.2f} of the limit)"
+        f"whole POST /programs/{{id}}/preview   {whole * 1000:9.1f} ms"
+        f"  ({whole / limit:.2f} of the limit)"
     )
     figures = {
         "lamps": args.lamps,
