@@ -129,6 +129,25 @@ class ApiSettings(_Section):
     page_size_max: Annotated[int, Field(ge=1, le=10_000)] = 500
 
 
+class ConsoleSettings(_Section):
+    session_secret: SecretStr | None = Field(
+        None,
+        description="signs the web console's session cookies; unset: a random secret per "
+        "process (sessions end when Pharos restarts; set it when several processes serve)",
+    )
+    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = Field(
+        8 * 3600, description="a console session ends this long after sign-in"
+    )
+    secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure (set it when served over HTTPS)"
+    )
+    tile_url: str | None = Field(
+        None,
+        description="map tiles on the IOC network, e.g. http://tiles.ioc/{z}/{x}/{y}.png; "
+        "unset: maps are drawn without tiles",
+    )
+
+
 class Settings(BaseSettings):
     """Everything Pharos can be told. See README, 'Configuration'."""
 
@@ -147,6 +166,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     site: SiteSettings = Field(default_factory=SiteSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)

@@ -42,7 +42,8 @@ Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
 MAX_NIGHTS = 366
 
 
-def _lamps(session: Session, group_id: str) -> list[Lamp]:
+def group_lamps(session: Session, group_id: str) -> list[Lamp]:
+    """The group's lamps with their rated power (an unknown group is a 422 on ``group``)."""
     if session.get(Group, group_id) is None:
         raise invalid_at(("query", "group"), f"unknown group {group_id!r}", group_id)
     lamp_ids = {
@@ -78,7 +79,7 @@ def _project(
         plan = load_plan(session, site, datetime.combine(start, datetime.min.time(), site.tz))
         results = []
         for group in groups:
-            lamps = _lamps(session, group)
+            lamps = group_lamps(session, group)
             projection = project_group(
                 group, lamps, start, end, site, settings, program=program, plan=plan
             )

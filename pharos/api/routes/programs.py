@@ -69,18 +69,24 @@ def _replan(runtime: Runtime) -> None:
 # --- programs -------------------------------------------------------------------------------
 
 
+def store_program(runtime: Runtime, spec: ProgramSpec) -> ProgramSpec:
+    """Save ``spec`` and re-plan: the lamps running it get its new steps (the API and
+    the console's program editor both save through here). ``ProgramError`` names the step."""
+    with transaction(runtime.sessions) as session:
+        saved = save_program(session, spec, site_of(runtime))
+    _replan(runtime)
+    return saved
+
+
 @router.put("/programs/{program_id}", dependencies=[_energy_managers])
 def put_program(program_id: str, body: ProgramSpec, runtime: RuntimeDep) -> ProgramSpec:
     """Create or replace a program; its steps must keep their order on every day."""
     if body.id != program_id:
         raise invalid_at(("body", "id"), f"does not match the path ({program_id!r})")
     try:
-        with transaction(runtime.sessions) as session:
-            saved = save_program(session, body, site_of(runtime))
+        return store_program(runtime, body)
     except ProgramError as exc:
         raise _refused(exc) from None
-    _replan(runtime)
-    return saved
 
 
 @router.get("/programs")
