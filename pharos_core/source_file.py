@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pharos_core.yaml_limits import yaml_limit_problems
+
 Path_ = tuple[Any, ...]  # keys and indexes from the document's root
 LineMap = dict[Path_, int]
 _PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -58,7 +60,12 @@ class _Loader(yaml.SafeLoader):
 
 def yaml_with_lines(text: str, source: str) -> tuple[Any, LineMap]:
     """The document (safe YAML, dates as text) and the line of each key and item;
-    ``FileError`` when the text is not YAML (naming the line where the parser stopped)."""
+    ``FileError`` when the text is not YAML (naming the line where the parser stopped), or
+    when it passes the bounds of ``yaml_limits`` (size, depth, aliases, tags), checked before
+    any document is built, so a hostile lighting, scenario or rule file cannot hang a load."""
+    bounds = yaml_limit_problems(text)
+    if bounds:
+        raise FileError(source, [FileProblem(b.line, b.field, b.reason) for b in bounds])
     try:
         node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)

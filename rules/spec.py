@@ -48,7 +48,6 @@ from pharos_core.source_file import (
     yaml_with_lines,
 )
 from pharos_core.yaml_limits import MAX_BYTES as MAX_YAML_BYTES
-from pharos_core.yaml_limits import yaml_limit_problems
 
 DERIVED_NUMBERS = frozenset({"vn_aqi", "aqi_category", "flood_level"})
 DERIVED_FLAGS = frozenset({"lamp_failure", "day_burning", "power_too_low", "power_too_high"})
@@ -427,9 +426,6 @@ def _duplicate_ids(data: dict[str, Any], lines: LineMap) -> list[RuleIssue]:
 
 def parse_rule_text(text: str, source: str = "<rules>") -> RuleFile:
     """Validate rule YAML; ``RuleFileError`` (every problem, with lines) when it is wrong."""
-    bounds = yaml_limit_problems(text)  # before the loader: aliases, depth, size, tags
-    if bounds:
-        raise RuleFileError(source, [RuleIssue(b.line, b.field, b.reason) for b in bounds])
     try:
         data, lines = yaml_with_lines(text, source)
     except FileError as exc:
