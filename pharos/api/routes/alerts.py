@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime
 
 from devices.registry.schemas import Page
+from pharos.api.clock import ClockDep
 from pharos.api.deps import CurrentKey, PageDep, RuntimeDep, require_roles
 from pharos.apikeys import Role
 from rules.alerts import (
@@ -100,10 +100,10 @@ async def get_alert(alert_id: int, runtime: RuntimeDep, _key: CurrentKey) -> Ale
 
 @router.post("/{alert_id}/acknowledge", responses=_RESPONSES, dependencies=[_operators])
 async def acknowledge_alert(
-    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey
+    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.acknowledge(alert_id, key.name, now, body.note))
     return await _published(runtime, change)
 
@@ -115,10 +115,13 @@ async def acknowledge_alert(
     dependencies=[_commenters],
 )
 async def comment_alert(
-    alert_id: int, body: AlertCommentCreate, runtime: RuntimeDep, key: CurrentKey
+    alert_id: int, body: AlertCommentCreate,
+    runtime: RuntimeDep,
+    key: CurrentKey,
+    clock: ClockDep,
 ) -> AlertDetail:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.comment(alert_id, key.name, now, body.text))
     await _published(runtime, change)
     return await _call(lambda: store.get(alert_id))
@@ -126,9 +129,9 @@ async def comment_alert(
 
 @router.post("/{alert_id}/close", responses=_RESPONSES, dependencies=[_operators])
 async def close_alert(
-    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey
+    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.close(alert_id, key.name, now, body.note))
     return await _published(runtime, change)
