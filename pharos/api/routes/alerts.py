@@ -115,7 +115,8 @@ async def acknowledge_alert(
     dependencies=[_commenters],
 )
 async def comment_alert(
-    alert_id: int, body: AlertCommentCreate,
+    alert_id: int,
+    body: AlertCommentCreate,
     runtime: RuntimeDep,
     key: CurrentKey,
     clock: ClockDep,
