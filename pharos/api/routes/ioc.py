@@ -129,7 +129,10 @@ def _hour_means(
 async def _monitor_aqi(
     store: TimeSeriesStore, kind: str, device_id: str, at: datetime
 ) -> tuple[int, Category, str] | None:
-    hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    # The hour ``at`` falls in; on an exact hour the one that just ended (the hour
+    # starting at ``at`` has no readings yet, and an empty range is no query).
+    last = at.astimezone(UTC) - timedelta(microseconds=1)
+    hour = last.replace(minute=0, second=0, microsecond=0)
     start = hour - timedelta(hours=NOWCAST_HOURS - 1)
 
     async def means(metric: str, since: datetime) -> list[tuple[datetime, float]]:
