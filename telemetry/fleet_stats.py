@@ -217,6 +217,7 @@ class FleetStatsWriter:
         self._clock = clock or SystemClock()
         self._reachable = reachable
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # cut a sleep short (sleep_or_wake clears it)
         self._group: asyncio.TaskGroup | None = None
         self.written = 0  # rounds written (for tests and logs)
 
@@ -234,6 +235,7 @@ class FleetStatsWriter:
         tb: TracebackType | None,
     ) -> None:
         self._stopping.set()
+        self._wake.set()
         group, self._group = self._group, None
         if group is not None:
             await group.__aexit__(exc_type, exc, tb)
@@ -256,4 +258,4 @@ class FleetStatsWriter:
                 await self.write_once()
             except Exception:  # the database or the sink away for a moment
                 log.exception("fleet stats failed; trying again in %.0f s", self._interval)
-            await sleep_or_wake(clock, due, self._stopping)
+            await sleep_or_wake(clock, due, self._wake)
