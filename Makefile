@@ -17,6 +17,11 @@ pytest: bootstrap
 
 test: lint pytest
 
+# Every benchmark of bench/ (short defaults, ~15 minutes), one report: bench/report/latest.md
+# and .json. Not part of `make test`.
+bench: bootstrap
+	.venv/bin/python bench/report.py $(BENCH_ARGS)
+
 format: bootstrap
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .

@@ -53,7 +53,9 @@ START = datetime(2026, 11, 22, 13, 0, tzinfo=UTC)  # 20:00 in Cần Thơ
 
 def fleet_main(host: str, port: int, secrets_file: str) -> None:
     """Child process: run the lamps until stdin closes."""
-    from firmware_sim.mqtt_device import BrokerAddress, MqttDevice, MqttHub, WireOptions
+    from firmware_sim.mqtt.device import MqttDevice
+    from firmware_sim.mqtt.hub import BrokerAddress, MqttHub
+    from firmware_sim.mqtt.link import WireOptions
     from firmware_sim.physics.factory import build_model
     from pharos_core.clock import SteppedClock
 

@@ -21,6 +21,7 @@ Example: .venv/bin/python bench/bench_grafana.py --devices 1000 --hours 24
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -43,6 +44,7 @@ from grafana.settings import BoardOptions  # noqa: E402
 from grafana.verify import board_variables, interpolate, panel_queries  # noqa: E402
 from telemetry.fleet_stats import DeviceLiveness, FleetCount, FleetSnapshot, fleet_points  # noqa: E402
 from telemetry.influx.line_protocol import encode_point  # noqa: E402
+from telemetry.influx.retention import backfill_hourly, setup_retention  # noqa: E402
 from telemetry.points import Point  # noqa: E402
 from tests.fixtures.influx import InfluxDB  # noqa: E402
 
@@ -134,8 +136,12 @@ def main() -> None:
         server.start()
         try:
             server.create_database(DATABASE)
+            # Retention and the hourly rollup as `pharos` sets them up (the lighting board
+            # reads the rollup), backfilled once the day is written.
+            asyncio.run(setup_retention(server.url, DATABASE))
             began = time.perf_counter()
             points = fill(server, args.devices, args.hours, end)
+            asyncio.run(backfill_hourly(server.url, DATABASE, start, end))
             fill_s = time.perf_counter() - began
             scan = "SELECT count(*) FROM " + ", ".join(f'"{k}"' for k in READING_KINDS)  # noqa: S608
             scan_s = statistics.median(

@@ -9,7 +9,8 @@ Python loop doing one threshold comparison per evaluation (the interpreter's cei
 Part 2 (real Mosquitto, in-process ingest and rules): a load generator publishes
 readings at 10 % and 50 % of the ingest benchmark's rate (``--ingest-rate``), while a
 gauge crosses a threshold every ``--trigger-every`` seconds; the rule sends
-``set_dim 100`` to a lamp, an MQTT client logged in as that lamp. Latency is from the
+``set_dim 100`` to a lamp (an MQTT client logged in as that lamp) through control's
+command service, as ``pharos serve`` does (stored, then published). Latency is from the
 crossing reading's publish to the command's arrival at the lamp, p50/p99. The
 reference is the broker's own round trip under the same load (publish → a subscriber).
 
@@ -40,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from control.commands.link import LinkOptions  # noqa: E402
+from control.commands.service import CommandService  # noqa: E402
 from devices.broker import BrokerAccessWriter  # noqa: E402
 from devices.registry.db import make_engine, make_session_factory  # noqa: E402
 from devices.registry.schemas import DeviceCreate, GroupCreate  # noqa: E402
@@ -49,9 +52,9 @@ from pharos.broker_process import MosquittoProcess  # noqa: E402
 from pharos.database import upgrade  # noqa: E402
 from pharos.runtime import freeze_startup_heap  # noqa: E402
 from pharos_core.clock import SystemClock  # noqa: E402
-from rules.actions import MqttAccount, MqttControl, MqttPublisher  # noqa: E402
 from rules.alerts import AlertStore  # noqa: E402
 from rules.catalog import DeviceCatalog, StaticCatalog  # noqa: E402
+from rules.control_port import ControlCommands  # noqa: E402
 from rules.derived import Derivations, DeviceFacts, SunTimes  # noqa: E402
 from rules.engine import RuleEngine  # noqa: E402
 from rules.service import RulesService  # noqa: E402
@@ -142,8 +145,8 @@ def bench_engine(devices: int, rounds: int) -> dict[str, float]:
 
 # -- part 2: trigger → command through the broker ---------------------------------------------
 
-LAMP, GAUGE, LOAD, RULES_USER, INGEST_USER, PROBE = (
-    "bench-lamp", "bench-gauge", "bench-load", "bench-rules", "bench-ingest", "bench-probe",
+LAMP, GAUGE, LOAD, COMMANDS_USER, INGEST_USER, PROBE = (
+    "bench-lamp", "bench-gauge", "bench-load", "bench-commands", "bench-ingest", "bench-probe",
 )  # fmt: skip
 TRIGGER_RULE = """\
 rules:
@@ -193,7 +196,7 @@ def provision(
             )
             if data["id"] in (LAMP, GAUGE) and credentials is not None:
                 secrets[data["id"]] = credentials.secret
-        for name in (LOAD, RULES_USER, INGEST_USER, PROBE, PROBE + "-gauge"):
+        for name in (LOAD, COMMANDS_USER, INGEST_USER, PROBE, PROBE + "-gauge"):
             secrets[name] = registry.ensure_service_account(name).secret
     broker.wait_for_reload(before)
     return sessions, secrets
@@ -274,8 +277,21 @@ async def _measure(
     load_devices: int,
 ) -> dict[str, float]:
     arrivals: list[float] = []
+    seen: set[str] = set()
     lamp = client(broker.port, LAMP, secrets[LAMP])
-    lamp.on_message = lambda *_: arrivals.append(time.perf_counter())
+
+    def answer(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        # The lamp answers as a real one does (else the command service resends), and
+        # only a command's first arrival is timed.
+        arrived = time.perf_counter()
+        command_id = json.loads(message.payload)["id"]
+        if command_id not in seen:
+            seen.add(command_id)
+            arrivals.append(arrived)
+        ack = json.dumps({"id": command_id, "status": "ok", "detail": "bench"})
+        lamp.publish(device_topic(LAMP, Channel.CMD_ACK), ack, qos=1)
+
+    lamp.on_message = answer
     lamp.subscribe(device_topic(LAMP, Channel.CMD), qos=1)
     probe_times: list[float] = []
     probe = client(broker.port, PROBE, secrets[PROBE])
@@ -285,12 +301,13 @@ async def _measure(
     clock = SystemClock()
     settings = RulesSettings(files=[])
     rules = parse_rule_text(TRIGGER_RULE).rules + load_rule_file(SHIPPED_RULES).rules
-    account = MqttAccount(broker.host, broker.port, RULES_USER, secrets[RULES_USER])
+    commands_link = LinkOptions(broker.host, broker.port, COMMANDS_USER, secrets[COMMANDS_USER])
     async with (
         DeviceCatalog(sessions) as catalog,
-        MqttPublisher(account) as publisher,
+        CommandService(sessions, clock, commands_link) as commands,
         RulesService(settings=settings, catalog=catalog, alerts=AlertStore(sessions), clock=clock,
-                     sun=SUN, rules=rules, control=MqttControl(publisher, clock)) as service,
+                     sun=SUN, rules=rules,
+                     control=ControlCommands(commands, sessions, clock)) as service,
         DeviceTwinStore(sessions) as twin,
         DeviceDirectory(sessions) as directory,
         IngestService(

@@ -39,7 +39,7 @@ from typing import Any
 from devices.broker import BrokerAccessWriter, BrokerAccount, hash_password, new_secret
 from devices.wire import DeviceKind
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import (
     DeviceSpec,
     DistrictSpec,

@@ -97,7 +97,13 @@ class GroupEnergy(BaseModel):
     lamps: int
     rated_power_w: float = Field(description="sum over the group's lamps")
     projected: EnergyFigures
-    measured: EnergyFigures | None = Field(None, description="from telemetry, when asked")
+    nights: int = Field(0, description="nights in the period")
+    measured: EnergyFigures | None = Field(
+        None,
+        description="from telemetry, when asked: over the measured nights only (its baseline "
+        "too), so it compares like with like",
+    )
+    measured_nights: int = Field(0, description="nights with telemetry, of `nights`")
 
 
 def figures(
@@ -140,18 +146,24 @@ def project_group(
     kwh = baseline = 0.0
     per_year: dict[int, float] = {}
     for night in nights:
+        # Both are linear in rated power: the sun and the program are placed once per
+        # night (and program), not once per lamp (tens of thousands of lamps).
+        dark_kwh_per_w = baseline_kwh(site, night, 1.0)
+        program_kwh_per_w: dict[str, float] = {}
         for lamp in lamps:
             chosen = program
             if chosen is None and plan is not None:
                 chosen = program_on(plan, LampRef(lamp.device_id, lamp.groups), night)
-            lamp_baseline = baseline_kwh(site, night, lamp.rated_power_w)
+            lamp_baseline = dark_kwh_per_w * lamp.rated_power_w
             baseline += lamp_baseline
             per_year[night.year] = per_year.get(night.year, 0.0) + lamp_baseline
-            kwh += (
-                program_kwh(chosen, site, night, lamp.rated_power_w)
-                if chosen is not None
-                else lamp_baseline  # no program: the lamp burns dusk to dawn
-            )
+            if chosen is None:
+                kwh += lamp_baseline  # no program: the lamp burns dusk to dawn
+                continue
+            per_w = program_kwh_per_w.get(chosen.id)
+            if per_w is None:
+                per_w = program_kwh_per_w[chosen.id] = program_kwh(chosen, site, night, 1.0)
+            kwh += per_w * lamp.rated_power_w
     shares = {year: part / baseline for year, part in per_year.items()} if baseline else {}
     return GroupEnergy(
         group=group,
@@ -160,6 +172,7 @@ def project_group(
         lamps=len(lamps),
         rated_power_w=sum(lamp.rated_power_w for lamp in lamps),
         projected=figures(kwh, baseline, shares, settings),
+        nights=len(nights),
     )
 
 
@@ -173,16 +186,28 @@ async def with_measured(
     settings: EnergySettings,
     measured_kwh: MeasuredKwh,
 ) -> GroupEnergy:
-    """Add measured kWh (from telemetry, through ``measured_kwh``) against the same baseline."""
-    start = night_start(site, projection.start)
-    end = night_start(site, projection.end + timedelta(days=1))
-    kwh = await measured_kwh([lamp.device_id for lamp in lamps], start, end)
-    if kwh is None:
+    """Add measured kWh (from telemetry, through ``measured_kwh``), night by night (noon
+    to noon): only the nights with telemetry count, against their own baseline, and
+    ``measured_nights`` says how many of the period's nights that is."""
+    device_ids = [lamp.device_id for lamp in lamps]
+    kwh = baseline = 0.0
+    per_year: dict[int, float] = {}
+    measured_nights = 0
+    for night in _nights(projection.start, projection.end):
+        begin, finish = night_start(site, night), night_start(site, night + timedelta(days=1))
+        value = await measured_kwh(device_ids, begin, finish)
+        if value is None:
+            continue
+        measured_nights += 1
+        night_baseline = sum(baseline_kwh(site, night, lamp.rated_power_w) for lamp in lamps)
+        kwh += value
+        baseline += night_baseline
+        per_year[night.year] = per_year.get(night.year, 0.0) + night_baseline
+    if not measured_nights:
         return projection
-    baseline = projection.projected.baseline_kwh
-    year_shares = {projection.start.year: 1.0}
-    measured = figures(kwh, baseline, year_shares, settings)
-    return projection.model_copy(update={"measured": measured})
+    shares = {year: part / baseline for year, part in per_year.items()} if baseline else {}
+    measured = figures(kwh, baseline, shares, settings)
+    return projection.model_copy(update={"measured": measured, "measured_nights": measured_nights})
 
 
 CSV_COLUMNS = (
@@ -200,6 +225,8 @@ CSV_COLUMNS = (
     "measured_saved_kwh",
     "measured_saved_vnd",
     "measured_saved_co2_kg",
+    "nights",
+    "measured_nights",
 )
 
 
@@ -223,6 +250,8 @@ def to_csv(rows: Sequence[GroupEnergy]) -> str:
                 p.saved_vnd,
                 p.saved_co2_kg,
                 *((m.kwh, m.saved_kwh, m.saved_vnd, m.saved_co2_kg) if m else ("", "", "", "")),
+                row.nights,
+                row.measured_nights,
             ]
         )
     return out.getvalue()

@@ -2,16 +2,15 @@
 group, the day so far: measured ``kwh``, ``baseline_kwh`` (rated power over the dark
 hours of the day so far), ``saved_kwh``, ``saved_vnd``, ``saved_co2_kg``; tags ``group``
 and ``district``; time = the day's local midnight (one point per group per day,
-overwritten as the day goes on). Points go through an injected ``Submit`` callable
-(the composition root hands it the time-series writer), as ``DerivedPoint`` values
-shaped like telemetry's points, so control does not import telemetry.
+overwritten as the day goes on). Points go to an injected ``PointSink`` (the
+composition root hands it the time-series writer); the point and its sink are the
+core's (``pharos_core.points``), so control does not import telemetry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from types import TracebackType
@@ -25,21 +24,11 @@ from control.store import LAMP_KINDS
 from devices.registry.db import transaction
 from devices.registry.models import Device, Group, device_groups
 from pharos_core.clock import Clock, sleep_until
+from pharos_core.points import Point, PointSink
 
 log = logging.getLogger(__name__)
 MEASUREMENT = "energy"
 INTERVAL = timedelta(minutes=15)
-
-
-@dataclass(frozen=True, slots=True)
-class DerivedPoint:
-    measurement: str
-    tags: dict[str, str]
-    fields: dict[str, float]
-    time: datetime
-
-
-Submit = Callable[[Sequence[DerivedPoint]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +55,13 @@ def dark_hours_so_far(site: Site, now: datetime) -> float:
 
 def day_point(
     group: GroupLamps, measured_kwh: float, site: Site, settings: EnergySettings, now: datetime
-) -> DerivedPoint:
+) -> Point:
     """The group's point for the day so far."""
     local = now.astimezone(site.tz)
     midnight = datetime.combine(local.date(), time(0), site.tz)
     baseline = sum(lamp.rated_power_w for lamp in group.lamps) / 1000 * dark_hours_so_far(site, now)
     saved = baseline - measured_kwh
-    return DerivedPoint(
+    return Point(
         MEASUREMENT,
         {"group": group.group, "district": group.district},
         {
@@ -112,7 +101,7 @@ class EnergyReporter:
         site: Site,
         settings: EnergySettings,
         measured_kwh: MeasuredKwh,
-        submit: Submit,
+        submit: PointSink,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -147,7 +136,7 @@ class EnergyReporter:
             self._reported.clear()
             await self._reported.wait()
 
-    async def report_once(self) -> list[DerivedPoint]:
+    async def report_once(self) -> list[Point]:
         now = self._clock.now()
         midnight = datetime.combine(now.astimezone(self._site.tz).date(), time(0), self._site.tz)
         groups = await asyncio.to_thread(self._groups)

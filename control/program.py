@@ -20,7 +20,7 @@ from astral import Observer
 from astral.sun import sunrise, sunset
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from devices.wire.commands import LampProgram, ProgramStep
+from devices.wire.commands import DEFAULT_PROGRAM, LampProgram, ProgramStep
 
 NOON = time(12, 0)
 # The year whose days every program is checked against (sun times barely move by year).
@@ -150,16 +150,9 @@ def check_program(program: ProgramSpec, site: Site) -> None:
 
 
 def default_program() -> ProgramSpec:
-    """DOMAIN.md's default: 100 % from sunset - 10 min, 70 % 22:00, 50 % 00:00,
-    100 % 04:30, off at sunrise + 10 min."""
+    """DOMAIN.md's default (``devices.wire.commands.DEFAULT_PROGRAM``) as a program."""
     return ProgramSpec(
-        id="default",
+        id=DEFAULT_PROGRAM.id,
         name="Default dimming (DOMAIN.md)",
-        steps=[
-            ProgramStep(event="sunset", offset_minutes=-10, level=100),
-            ProgramStep(at="22:00", level=70),
-            ProgramStep(at="00:00", level=50),
-            ProgramStep(at="04:30", level=100),
-            ProgramStep(event="sunrise", offset_minutes=10, level=0),
-        ],
+        steps=[step.model_copy() for step in DEFAULT_PROGRAM.steps],
     )

@@ -32,11 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from control.commands.model import CommandPublic, CommandRequest
 from control.models import JOBS_TABLE, LampStateRow
 from control.plan import ControlPlan, LampRef, Target, TargetType, desired_level, next_change
-from control.program import Site
+from control.program import ProgramSpec, Site
 from control.state import is_drifting
 from control.store import lamps_of, load_plan, managed_lamps
 from devices.registry.db import transaction
 from pharos_core.clock import Clock, sleep_or_wake
+from pharos_core.lifecycle import ServiceTasks
 
 log = logging.getLogger(__name__)
 ACTOR = "schedule"
@@ -90,16 +91,17 @@ class StepScheduler:
         self._progress = asyncio.Event()
         self._sleeping_until = datetime.min.replace(tzinfo=UTC)
         self._stopping = asyncio.Event()
-        self._tasks: asyncio.TaskGroup | None = None
-        self.fired: list[tuple[datetime, Target]] = []
+        self._tasks = ServiceTasks(self._stopping, self._wake, self._drift_wake)
+        # The programs as last planned: a program whose steps change under the same id
+        # is sent again to the lamps running it (their stored copy is stale).
+        self._programs_seen: dict[str, ProgramSpec] | None = None
 
     async def __aenter__(self) -> StepScheduler:
         await asyncio.to_thread(self._store.start, _NoScheduler(), "control")
         await self.catch_up()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        self._tasks.create_task(self._run(), name="schedule-steps")
-        self._tasks.create_task(self._drift_loop(), name="schedule-drift")
+        await self._tasks.start(
+            ("schedule-steps", self._run()), ("schedule-drift", self._drift_loop())
+        )
         return self
 
     async def __aexit__(
@@ -108,11 +110,7 @@ class StepScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._drift_wake.set()
-        assert self._tasks is not None
-        await self._tasks.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     def plan_changed(self) -> None:
         """Programs, calendars, assignments or overrides changed: re-plan now."""
@@ -153,7 +151,28 @@ class StepScheduler:
             fresh = [lamp for lamp in lamps if lamp.device_id not in done]
             done.update(lamp.device_id for lamp in fresh)
             await self._apply(plan, fresh, now, target, len(lamps), resend_programs=True)
+        self._programs_seen = dict(plan.programs)
         await asyncio.to_thread(self._sync_jobs, plan, now)
+
+    async def _resend_changed_programs(self, plan: ControlPlan, now: datetime) -> None:
+        """Lamps running a program whose steps changed since the last plan get it again
+        (``set_program``) with the level it now gives."""
+        seen, self._programs_seen = self._programs_seen, dict(plan.programs)
+        if seen is None:
+            return
+        changed = {pid for pid, spec in plan.programs.items() if pid in seen and seen[pid] != spec}
+        if not changed:
+            return
+        targets = sorted(plan.assignments, key=lambda t: (t.type is TargetType.GROUP, t.id))
+        done: set[str] = set()
+        for target in targets:
+            lamps = await asyncio.to_thread(self._lamps, target)
+            fresh = [lamp for lamp in lamps if lamp.device_id not in done]
+            done.update(lamp.device_id for lamp in fresh)
+            running = [
+                lamp for lamp in fresh if desired_level(plan, lamp, now).program_id in changed
+            ]
+            await self._apply(plan, running, now, target, len(lamps), resend_programs=True)
 
     async def refresh(self, target: Target) -> None:
         """Send the lamps of ``target`` the level they should have now (an override set
@@ -167,11 +186,11 @@ class StepScheduler:
         while not self._stopping.is_set():
             now = self._clock.now()
             plan, _ = await asyncio.to_thread(self._plan, now)
+            await self._resend_changed_programs(plan, now)
             due: list[Any] = await asyncio.to_thread(self._store.get_due_jobs, now)
             for job in due:
                 target = Target(TargetType(job.args[0]), job.args[1])
                 lamps = await asyncio.to_thread(self._lamps, target)
-                self.fired.append((now, target))
                 await self._apply(plan, lamps, now, label=target)
             # After the due jobs ran: their next run, and any change of the plan.
             await asyncio.to_thread(self._sync_jobs, plan, now)

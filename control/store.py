@@ -94,12 +94,19 @@ def calendar_of(row: CalendarRow) -> CalendarSpec:
     )
 
 
+def missing_programs(session: Session, spec: CalendarSpec) -> list[tuple[str, str]]:
+    """(field, program id) of every program ``spec`` names that is not stored."""
+    named = [("default_program_id", spec.default_program_id)] + [
+        (f"rules.{index}.program_id", rule.program_id) for index, rule in enumerate(spec.rules)
+    ]
+    return [
+        (f, program_id) for f, program_id in named if session.get(ProgramRow, program_id) is None
+    ]
+
+
 def save_calendar(session: Session, spec: CalendarSpec) -> CalendarSpec:
-    if session.get(ProgramRow, spec.default_program_id) is None:
-        raise ProgramError("default_program_id", f"no program {spec.default_program_id!r}")
-    for index, rule in enumerate(spec.rules):
-        if session.get(ProgramRow, rule.program_id) is None:
-            raise ProgramError(f"rules.{index}.program_id", f"no program {rule.program_id!r}")
+    for field, program_id in missing_programs(session, spec):
+        raise ProgramError(field, f"no program {program_id!r}")
     rules = {"rules": [r.model_dump(mode="json", exclude_none=True) for r in spec.rules]}
     row = session.get(CalendarRow, spec.id)
     if row is None:

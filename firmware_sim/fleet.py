@@ -38,7 +38,9 @@ from firmware_sim.modbus import (
     building_meter,
 )
 from firmware_sim.model import DeviceModel
-from firmware_sim.mqtt_device import BrokerAddress, MqttDevice, MqttHub, WireOptions
+from firmware_sim.mqtt.device import MqttDevice
+from firmware_sim.mqtt.hub import BrokerAddress, MqttHub
+from firmware_sim.mqtt.link import WireOptions
 from firmware_sim.physics.factory import build_model
 from firmware_sim.physics.flood import MORNING_HIGH_HOUR, FloodGaugeModel, tide_m
 from firmware_sim.physics.lamp import LampModel

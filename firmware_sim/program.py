@@ -26,23 +26,6 @@ DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _CACHED_DAYS = 4
 
 
-def _default_program() -> LampProgram:
-    """DOMAIN.md's default: full at dusk, lower as traffic drops, off after sunrise."""
-    return LampProgram(
-        id="default",
-        steps=[
-            ProgramStep(event="sunset", offset_minutes=-10, level=100),
-            ProgramStep(at="22:00", level=70),
-            ProgramStep(at="00:00", level=50),
-            ProgramStep(at="04:30", level=100),
-            ProgramStep(event="sunrise", offset_minutes=10, level=0),
-        ],
-    )
-
-
-DEFAULT_PROGRAM = _default_program()
-
-
 _Cached = TypeVar("_Cached")
 
 

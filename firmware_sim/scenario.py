@@ -25,7 +25,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -39,6 +38,7 @@ from pydantic import (
 from devices.wire import DeviceKind, WordOrder, is_valid_device_id
 from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.wire_faults import NO_FAULTS
+from pharos_core.source_file import FileError, FileProblem, validation_problems, yaml_with_lines
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 METRES_PER_DEGREE_LAT = 110_574.0
@@ -67,6 +67,10 @@ NAME_PREFIX: dict[DeviceKind, str] = {
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; the message names the file and the field."""
+
+
+class ScenarioFileError(FileError, ScenarioError):
+    """A scenario file's problems, each ``file:line: field: reason``, all at once."""
 
 
 class _Model(BaseModel):
@@ -370,19 +374,26 @@ def load_scenario(path: Path | str) -> Scenario:
     A bare name (``ci-small``) means a file shipped in ``firmware_sim/scenarios``.
     """
     path = resolve_scenario_path(path)
+    source = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        reason = f"cannot read: {exc.strerror or exc}"
+        raise ScenarioFileError(source, [FileProblem(None, "file", reason)]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start})"
+        raise ScenarioFileError(source, [FileProblem(None, "file", reason)]) from None
+    try:
+        document, lines = yaml_with_lines(text, source)
+    except FileError as exc:
+        raise ScenarioFileError(source, exc.problems) from None
     if not isinstance(document, dict):
-        raise ScenarioError(f"{path}: a scenario is a YAML mapping (name, seed, start, …)")
+        reason = "a scenario is a YAML mapping (name, seed, start, …)"
+        raise ScenarioFileError(source, [FileProblem(1, "file", reason)])
     try:
         return Scenario.model_validate(document)
     except ValidationError as exc:
-        lines = [f"  {_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ScenarioError(f"{path}: invalid scenario:\n" + "\n".join(lines)) from None
+        raise ScenarioFileError(source, validation_problems(exc, lines)) from None
 
 
 def resolve_scenario_path(path: Path | str) -> Path:
@@ -394,14 +405,6 @@ def resolve_scenario_path(path: Path | str) -> Path:
 
 def shipped_scenarios() -> list[Path]:
     return sorted(SCENARIOS_DIR.glob("*.yaml"))
-
-
-def _location(loc: Sequence[int | str]) -> str:
-    """``districts.0.streets.2.start`` reads better as ``districts[0].streets[2].start``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "scenario"
 
 
 # --- geometry -----------------------------------------------------------------------------

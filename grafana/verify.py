@@ -20,7 +20,10 @@ from telemetry.derived import Measurement
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_FROM = re.compile(r"\bFROM\s+((?:\"[^\"]+\"\s*,\s*)*\"[^\"]+\")", re.IGNORECASE)
+# A source is "measurement" or "retention policy"."measurement".
+_SOURCE = r'"[^"]+"(?:\."[^"]+")?'
+_FROM = re.compile(rf"\bFROM\s+((?:{_SOURCE}\s*,\s*)*{_SOURCE})", re.IGNORECASE)
+ROLLUP_PREFIX = "mean_"  # the hourly rollup's fields: mean_<metric>
 _ALIAS = re.compile(r'\bAS\s+"([^"]+)"', re.IGNORECASE)
 _REGEX_SPECIAL = re.compile(r"([\\^$.|?*+()\[\]{}/])")
 BUILTIN = {"timeFilter", "__interval", "datasource", "col", "tag_group"}
@@ -101,9 +104,19 @@ def interpolate(
 
 def _names(query: str) -> tuple[list[str], set[str], set[str]]:
     """Measurements named after FROM, aliases defined with AS, every quoted identifier."""
-    measurements = [name for clause in _FROM.findall(query) for name in _QUOTED.findall(clause)]
+    sources = [_QUOTED.findall(item) for c in _FROM.findall(query) for item in c.split(",")]
+    measurements = [names[-1] for names in sources if names]
+    policies = {name for names in sources for name in names[:-1]}
     aliases = set(_ALIAS.findall(query))
-    return measurements, aliases, set(_QUOTED.findall(query))
+    return measurements, aliases, set(_QUOTED.findall(query)) - policies
+
+
+def _is_field(measurement: Measurement, name: str) -> bool:
+    """A field of the measurement, or its hourly mean in the rollup."""
+    fields = measurement.field_names()
+    return name in fields or (
+        name.startswith(ROLLUP_PREFIX) and name[len(ROLLUP_PREFIX) :] in fields
+    )
 
 
 def schema_problems(query: str, schema: Mapping[str, Measurement]) -> list[str]:
@@ -116,7 +129,7 @@ def schema_problems(query: str, schema: Mapping[str, Measurement]) -> list[str]:
     for name in sorted(identifiers - set(measurements) - aliases):
         if not known:
             break
-        if not all(name in m.tags or name in m.field_names() for m in known):
+        if not all(name in m.tags or _is_field(m, name) for m in known):
             where = ", ".join(m.name for m in known)
             problems.append(f"{name!r} is neither a tag nor a field of {where}")
     return problems

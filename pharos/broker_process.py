@@ -38,6 +38,18 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind ``port`` on 127.0.0.1 now (as Mosquitto binds it:
+    with SO_REUSEADDR, so a port a stopped broker left in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 def find_mosquitto() -> str:
     """The broker executable, or a RuntimeError saying how to install it."""
     found = shutil.which("mosquitto")
@@ -183,6 +195,7 @@ class MosquittoProcess:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if _accepts_connections(_HOST, self._port):
+                self._ensure_pid_file(process.pid)
                 return
             try:
                 # Doubles as the poll interval and notices at once if the broker died.
@@ -197,6 +210,19 @@ class MosquittoProcess:
             f"mosquitto did not accept connections on port {self._port} within "
             f"{_START_TIMEOUT_S:.0f} s:\n{self.log_tail()}"
         )
+
+    def _ensure_pid_file(self, pid: int) -> None:
+        """The pid file Pharos signals after credential changes (``broker.pid_file``).
+
+        Mosquitto writes it before it listens (as root it may drop privileges first and
+        fail to); whatever the case, the file names this broker once it accepts clients.
+        """
+        try:
+            written = self.pid_file.read_text(encoding="ascii").strip()
+        except OSError:
+            written = ""
+        if written != str(pid):
+            self.pid_file.write_text(f"{pid}\n", encoding="ascii")
 
     def _require_process(self) -> subprocess.Popen[bytes]:
         if self._process is None:

@@ -9,7 +9,8 @@
    gateway queue on one lock), and the ``energy`` reporter;
 3. the ``fleet`` / ``devices`` statistics writer for the IOC boards;
 4. rules: the engine on the live stream (``runtime.rules``), its alerts published on
-   ``pharos/v1/alerts``, its commands through control;
+   ``pharos/v1/alerts``, its commands through control's command service only (with
+   ``--no-control`` they are not sent, and a warning says so);
 5. the inputs: MQTT ingest (with rules as its observer) and the Modbus poller.
 
 On the way out the inputs stop first (ingest stores and acknowledges what it
@@ -21,13 +22,12 @@ Each service with a broker session of its own needs its account's secret in sett
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from control.energy_report import DerivedPoint, EnergyReporter
+from control.energy_report import EnergyReporter
 from control.plane import ControlPlane
 from control.program import Site
 from devices.modbus_client import ModbusClientPool
@@ -39,13 +39,9 @@ from pharos.services import (
     TelemetryServices,
 )
 from pharos_core.clock import Clock
-from rules.actions import (
-    MqttAccount,
-    MqttControl,
-    MqttPublisher,
-    RegistryMaintenance,
-    WebhookSender,
-)
+from pharos_core.mqtt import MqttAccount, MqttSession, SessionOptions
+from pharos_core.points import PointSink
+from rules.actions import RegistryMaintenance, WebhookSender
 from rules.alerts import AlertStore
 from rules.catalog import DeviceCatalog
 from rules.control_port import ControlCommands
@@ -53,10 +49,10 @@ from rules.derived import SunTimes
 from rules.service import RulesService
 from telemetry.deadletters import DeadLetterStore
 from telemetry.fleet_stats import FleetStatsWriter
-from telemetry.ingest import MqttOptions, Submit
-from telemetry.points import Point
+from telemetry.ingest import MqttOptions
 
 log = logging.getLogger(__name__)
+_RULES_QUEUED = 10_000  # alert events paho may hold while the broker is away
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +154,7 @@ class PharosServices:
         return {device_id for device_id, health in poller.health().items() if health.healthy}
 
     async def _start_control(
-        self, stack: AsyncExitStack, pool: ModbusClientPool, submit: Submit
+        self, stack: AsyncExitStack, pool: ModbusClientPool, submit: PointSink
     ) -> None:
         runtime, settings = self.runtime, self.runtime.settings
         site = Site(
@@ -186,11 +182,11 @@ class PharosServices:
                     site,
                     settings.control.energy,
                     measured_kwh=store_measured_kwh(runtime.timeseries),
-                    submit=_as_points(submit),
+                    submit=submit,
                 )
             )
 
-    async def _start_rules(self, stack: AsyncExitStack, submit: Submit) -> None:
+    async def _start_rules(self, stack: AsyncExitStack, submit: PointSink) -> None:
         runtime, settings = self.runtime, self.runtime.settings
         rules, broker = settings.rules, settings.broker
         assert rules.broker_password is not None  # checked at construction
@@ -200,13 +196,16 @@ class PharosServices:
             rules.broker_username,
             rules.broker_password.get_secret_value(),
         )
-        publisher = await stack.enter_async_context(MqttPublisher(account))
-        catalog = await stack.enter_async_context(DeviceCatalog(runtime.sessions))
-        control = (
-            ControlCommands.of_plane(self.control, runtime.sessions)
-            if self.control is not None
-            else MqttControl(publisher, self.clock)
+        # Rules' own session publishes alert events; its commands go through control.
+        publisher = await stack.enter_async_context(
+            MqttSession(account, SessionOptions(max_queued=_RULES_QUEUED), name="rules")
         )
+        catalog = await stack.enter_async_context(DeviceCatalog(runtime.sessions))
+        control = None
+        if self.control is not None:
+            control = ControlCommands.of_plane(self.control, runtime.sessions)
+        else:
+            log.warning("rules run without control: their command actions are not sent")
         service = RulesService(
             settings=rules,
             catalog=catalog,
@@ -227,12 +226,3 @@ class PharosServices:
         self.rules = await stack.enter_async_context(service)
         runtime.rules = service
         self.telemetry.add_observer(service)
-
-
-def _as_points(submit: Submit) -> Callable[[Sequence[DerivedPoint]], Awaitable[None]]:
-    """Control's derived points into the telemetry sink."""
-
-    async def write(points: Sequence[DerivedPoint]) -> None:
-        await submit([Point(p.measurement, dict(p.tags), dict(p.fields), p.time) for p in points])
-
-    return write

@@ -32,13 +32,14 @@ from devices.registry.csv_import import import_devices
 from devices.registry.db import transaction, utcnow
 from devices.wire import DeviceKind
 from firmware_sim.fleet import Fleet, FleetCounters
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices
 from pharos.apikeys import Role, create_api_key
-from pharos.broker_process import MosquittoProcess, free_port
+from pharos.broker_process import MosquittoProcess, free_port, port_is_free
 from pharos.cli.common import configure_logging, stop_on_signals
 from pharos.composition import PharosServices, ServiceSet
 from pharos.database import upgrade
+from pharos.demo_settings import shown_path, write_demo_settings
 from pharos.runtime import Runtime, build_runtime
 from pharos.services import TelemetryOptions
 from pharos.serving import serve_api
@@ -50,6 +51,7 @@ from pharos.simulate import (
     scenario_clock,
     wait_for_accounts,
 )
+from rules.alerts import AlertStore
 from telemetry.ingest import MqttOptions
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -57,6 +59,8 @@ INVENTORY = EXAMPLES / "inventory-can-tho.csv"
 LIGHTING = EXAMPLES / "lighting-can-tho.yaml"
 SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "can-tho-demo.yaml"
 BACKEND_ACCOUNT = "pharos-backend"
+BROKER_PORT = 18830  # the demo broker's port unless busy: printed, the same every run
+SETTINGS_FILE = "pharos.toml"  # under data_dir/demo: the CLI's settings for the demo
 PROGRESS_EVERY_S = 10.0
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ class DemoOptions:
     devices: int = 400  # every non-lamp device of the scenario, then lamps up to this
     accelerate: float = 60.0  # simulated seconds per real second
     scenario: Path = SCENARIO
+    broker_port: int = BROKER_PORT  # taken when free, else any free port (said so)
 
 
 def run_demo(settings: Settings, options: DemoOptions | None = None) -> None:
@@ -75,17 +80,32 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> None:
     options = options or DemoOptions()
     configure_logging(logging.WARNING)  # the progress lines are the demo's output
     workdir = (settings.data_dir / "demo").resolve()
-    with MosquittoProcess(workdir / "broker", port=free_port()) as broker:
+    with MosquittoProcess(workdir / "broker", port=_broker_port(options.broker_port)) as broker:
         scenario = _todays_scenario(options.scenario, settings.site.timezone)
         settings = _demo_settings(settings, broker, scenario)
         runtime = build_runtime(settings)
         try:
             upgrade(runtime.engine)
             api_key, backend = _provision(runtime, broker)
+            # After _provision: the file carries the services' secrets it just made.
+            write_demo_settings(workdir / SETTINGS_FILE, runtime.settings)
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_run(runtime, scenario, backend, api_key, options))
         finally:
             runtime.close()
+
+
+def _broker_port(wanted: int) -> int:
+    """``wanted`` when free; else a free port, saying why the address differs."""
+    if port_is_free(wanted):
+        return wanted
+    port = free_port()
+    print(
+        f"broker: port {wanted} is in use (another demo, or a broker of yours); "
+        f"this demo's broker is on {port} instead (--broker-port to choose)",
+        flush=True,
+    )
+    return port
 
 
 def demo_devices(specs: list[DeviceSpec], count: int) -> list[DeviceSpec]:
@@ -119,14 +139,22 @@ def _demo_settings(settings: Settings, broker: MosquittoProcess, scenario: Scena
     telemetry = settings.telemetry.model_copy(
         update={"max_future_s": max(settings.telemetry.max_future_s, ahead)}
     )
-    return settings.model_copy(update={"broker": broker_settings, "telemetry": telemetry})
+    # The demo's own data directory, absolute: the settings file works from anywhere.
+    return settings.model_copy(
+        update={
+            "broker": broker_settings,
+            "telemetry": telemetry,
+            "data_dir": settings.data_dir.resolve(),
+        }
+    )
 
 
 def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOptions]:
     """The sample inventory, the services' broker accounts and a fresh admin key.
 
-    Control's and rules' secrets go into the runtime's settings, as an operator would
-    put them in PHAROS_CONTROL__BROKER_PASSWORD and PHAROS_RULES__BROKER_PASSWORD.
+    The services' secrets go into the runtime's settings, as an operator would put them
+    in PHAROS_BROKER__PASSWORD, PHAROS_CONTROL__BROKER_PASSWORD and
+    PHAROS_RULES__BROKER_PASSWORD (and so into the demo's settings file).
     """
     settings = runtime.settings
     with runtime.registry("demo") as registry:
@@ -144,6 +172,9 @@ def _provision(runtime: Runtime, broker: MosquittoProcess) -> tuple[str, MqttOpt
     )
     runtime.settings = settings.model_copy(
         update={
+            "broker": settings.broker.model_copy(
+                update={"username": account.username, "password": SecretStr(account.secret)}
+            ),
             "control": settings.control.model_copy(
                 update={"broker_password": SecretStr(commands.secret)}
             ),
@@ -179,10 +210,11 @@ async def _run(
             runtime, services_wanted, clock=clock, ingest_mqtt=backend
         ) as services:
             fleet.start_mqtt(secrets)
-            _print_banner(runtime.settings, backend.port, api_key, scenario, len(specs))
+            _print_banner(runtime.settings, api_key, scenario, len(specs))
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(_run_fleet(fleet, scenario, stop), name="fleet")
-                tasks.create_task(_report(fleet, services, stop), name="progress")
+                alert_store = AlertStore(runtime.sessions)
+                tasks.create_task(_report(fleet, services, alert_store, stop), name="progress")
                 if options.duration_s is not None:
                     tasks.create_task(_stop_after(options.duration_s, stop), name="timer")
                 await serve_api(runtime, stop)
@@ -214,15 +246,30 @@ async def _run_fleet(fleet: Fleet, scenario: Scenario, stop: asyncio.Event) -> N
         print(f"simulated day over: {_fleet_line(counters)}; the API stays up", flush=True)
 
 
-async def _report(fleet: Fleet, services: PharosServices, stop: asyncio.Event) -> None:
-    """A progress line every few seconds: the fleet's side and ingest's side."""
+async def _report(
+    fleet: Fleet, services: PharosServices, alert_store: AlertStore, stop: asyncio.Event
+) -> None:
+    """A progress line every few seconds: the fleet's side, ingest's side, the alerts."""
+    since_event = await asyncio.to_thread(alert_store.last_event_id)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_EVERY_S):
                 await stop.wait()
         if stop.is_set():
             return
-        print(f"{_fleet_line(fleet.counters())} | {_services_line(services)}", flush=True)
+        alerts = await asyncio.to_thread(_alerts_part, alert_store, since_event)
+        print(f"{_fleet_line(fleet.counters())} | {_services_line(services)}{alerts}", flush=True)
+
+
+def _alerts_part(alerts: AlertStore, since_event: int) -> str:
+    """Alerts as the operator sees them in the alert list: open now; since the demo
+    started, new alerts raised (each once), repeats (a live alert's condition seen
+    again) and clears."""
+    tally = alerts.tally(since_event)
+    return (
+        f" | alerts: {tally.live} open, {tally.raised} raised, {tally.repeats} repeats, "
+        f"{tally.cleared} cleared"
+    )
 
 
 def _services_line(services: PharosServices) -> str:
@@ -238,9 +285,6 @@ def _services_line(services: PharosServices) -> str:
             f"modbus: {telemetry.poller.counters().points} points, "
             f"{answering}/{len(health)} meters answering"
         )
-    if services.rules is not None:
-        rules = services.rules.stats
-        parts.append(f"rules: {rules.raised} alerts raised, {rules.cleared} cleared")
     return " | ".join(parts)
 
 
@@ -255,20 +299,23 @@ async def _stop_after(seconds: float, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def _print_banner(
-    settings: Settings, broker_port: int, api_key: str, scenario: Scenario, devices: int
-) -> None:
+def _print_banner(settings: Settings, api_key: str, scenario: Scenario, devices: int) -> None:
     base = f"http://{settings.api.host}:{settings.api.port}"
     start = scenario.start.strftime("%Y-%m-%d %H:%M %Z")
+    config = shown_path(settings.data_dir / "demo" / SETTINGS_FILE)
+    broker = settings.broker
     print(
         "\nPharos demo is up:\n"
         f"  API        {base}/docs   (OpenAPI, try it there)\n"
         f"  API key    {api_key}   (role admin; send as X-API-Key)\n"
-        f"  broker     mqtt://127.0.0.1:{broker_port}   (per-device accounts only)\n"
+        f"  broker     mqtt://{broker.host}:{broker.port}   (per-device accounts only; "
+        f"pid file {shown_path(broker.pid_file or Path())})\n"
         f"  database   {settings.database.url}\n"
         f"  fleet      {devices} simulated devices of {scenario.name}, from {start}\n"
         f"  telemetry  {settings.influx.url or 'the embedded store'}\n"
         f"  example    curl -H 'X-API-Key: {api_key}' {base}/api/v1/telemetry/latest\n"
+        f"  settings   {config}   (this demo's database, broker files and secrets)\n"
+        f"  CLI        pharos --config {config} devices list   (any command, on this demo)\n"
         "Stop with Ctrl-C.",
         flush=True,
     )

@@ -27,6 +27,7 @@ from devices.modbus_client import ModbusClientPool
 from pharos.runtime import Runtime
 from pharos.settings import BrokerSettings, Settings
 from pharos_core.clock import Clock, SystemClock
+from pharos_core.points import PointSink
 from telemetry.deadletters import DeadLetterStore
 from telemetry.influx import InfluxWriter, setup_retention
 from telemetry.influx.client import InfluxConfigurationError
@@ -36,7 +37,6 @@ from telemetry.ingest import (
     IngestOptions,
     IngestService,
     MqttOptions,
-    Submit,
     counted,
 )
 from telemetry.modbus_poller import MeterTarget, ModbusPoller, load_meter_targets
@@ -114,11 +114,11 @@ class TelemetryServices:
         self.ingest: IngestService | None = None
         self.poller: ModbusPoller | None = None
         self.writer: InfluxWriter | None = None
-        self._submit: Submit | None = None
+        self._submit: PointSink | None = None
         self._stack: AsyncExitStack | None = None
 
     @property
-    def submit(self) -> Submit:
+    def submit(self) -> PointSink:
         """Where points go (readings, and derived points of other services)."""
         if self._submit is None:
             raise RuntimeError("the telemetry services are not running")
@@ -139,7 +139,7 @@ class TelemetryServices:
             self._stack = stack.pop_all()
         return self
 
-    async def open_sink(self, stack: AsyncExitStack) -> Submit:
+    async def open_sink(self, stack: AsyncExitStack) -> PointSink:
         """The first phase: storage (other services may write derived points from now)."""
         self._submit = await self._open_sink(stack)
         stack.callback(self._closed)
@@ -171,7 +171,7 @@ class TelemetryServices:
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
 
-    async def _open_sink(self, stack: AsyncExitStack) -> Submit:
+    async def _open_sink(self, stack: AsyncExitStack) -> PointSink:
         settings = self.runtime.settings
         metrics = self.runtime.telemetry_metrics
         if not settings.influx.url:

@@ -7,6 +7,9 @@ sits below the environment: the environment wins. Settings are built by
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +24,15 @@ from pydantic_settings import (
 
 from control.settings import ControlSettings
 from grafana.settings import GrafanaSettings
+from pharos_core.source_file import (
+    FileError,
+    FileProblem,
+    LineMap,
+    field_name,
+    line_for,
+    reason_of,
+    yaml_with_lines,
+)
 from rules.settings import RulesSettings
 
 
@@ -117,6 +129,25 @@ class ApiSettings(_Section):
     page_size_max: Annotated[int, Field(ge=1, le=10_000)] = 500
 
 
+class ConsoleSettings(_Section):
+    session_secret: SecretStr | None = Field(
+        None,
+        description="signs the web console's session cookies; unset: a random secret per "
+        "process (sessions end when Pharos restarts; set it when several processes serve)",
+    )
+    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = Field(
+        8 * 3600, description="a console session ends this long after sign-in"
+    )
+    secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure (set it when served over HTTPS)"
+    )
+    tile_url: str | None = Field(
+        None,
+        description="map tiles on the IOC network, e.g. http://tiles.ioc/{z}/{x}/{y}.png; "
+        "unset: maps are drawn without tiles",
+    )
+
+
 class Settings(BaseSettings):
     """Everything Pharos can be told. See README, 'Configuration'."""
 
@@ -135,6 +166,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     site: SiteSettings = Field(default_factory=SiteSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
@@ -156,16 +188,68 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-class SettingsError(ValueError):
-    """Settings that do not validate; the message lists every field and reason."""
+class SettingsError(FileError):
+    """Settings that do not validate: every field and reason, each at its line of the
+    config file (``pharos.toml:4: broker.port: …``) or named by its environment variable
+    (``PHAROS_API__PORT: api.port: …``)."""
+
+
+def _env_name(path: tuple[Any, ...]) -> str:
+    return "PHAROS_" + "__".join(str(part).upper() for part in path)
+
+
+def _toml_lines(text: str) -> LineMap:
+    """The line of each ``[table]`` and ``key = value`` of a TOML file (plain and dotted
+    keys; enough to point at a setting, which is all this is for)."""
+    lines: LineMap = {}
+    table: tuple[Any, ...] = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if header := re.fullmatch(r"\[\s*([A-Za-z0-9_.\s-]+?)\s*\]", line):
+            table = tuple(part.strip() for part in header.group(1).split("."))
+            lines.setdefault(table, number)
+        elif key := re.match(r"([A-Za-z0-9_.\s-]+?)\s*=", line):
+            path = (*table, *(part.strip() for part in key.group(1).split(".")))
+            lines.setdefault(path, number)
+    return lines
+
+
+def _read_config(config_file: Path) -> LineMap:
+    """The file's line map; ``SettingsError`` when it cannot be read or parsed."""
+    source = str(config_file)
+    try:
+        text = config_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(source, [FileProblem(None, "file", f"cannot read: {exc}")]) from None
+    if config_file.suffix == ".toml":
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            at = re.search(r"\(at line (\d+)", str(exc))
+            reason = f"not valid TOML: {str(exc).split(' (at line')[0]}"
+            line = int(at.group(1)) if at else None
+            raise SettingsError(source, [FileProblem(line, "toml", reason)]) from None
+        return _toml_lines(text)
+    try:
+        document, lines = yaml_with_lines(text, source)
+    except FileError as exc:
+        raise SettingsError(source, exc.problems) from None
+    if document is not None and not isinstance(document, dict):
+        reason = "expected a mapping of sections (broker:, database:, …)"
+        raise SettingsError(source, [FileProblem(1, "file", reason)])
+    return lines
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, over ``config_file`` (.yaml/.yml/.toml) if given."""
     settings_cls: type[Settings] = Settings
+    lines: LineMap = {}
     if config_file is not None:
         if not config_file.is_file():
-            raise SettingsError(f"config file {config_file} does not exist")
+            raise SettingsError(
+                str(config_file), [FileProblem(None, "file", "the config file does not exist")]
+            )
+        lines = _read_config(config_file)
         key = "toml_file" if config_file.suffix == ".toml" else "yaml_file"
         settings_cls = type(
             "FileSettings",
@@ -175,6 +259,17 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        source = f" (from the environment and {config_file})" if config_file else ""
-        raise SettingsError("invalid settings" + source + ":\n" + "\n".join(lines)) from None
+        problems = []
+        for error in exc.errors():
+            path = tuple(error["loc"])
+            field, reason = field_name(path).replace("[", ".").replace("]", ""), error["msg"]
+            env = next(
+                (_env_name(path[:n]) for n in range(len(path), 0, -1)
+                 if _env_name(path[:n]) in os.environ),
+                None,
+            )  # fmt: skip
+            if env is not None or config_file is None:
+                problems.append(FileProblem(None, field, reason_of(reason), env or "environment"))
+            else:
+                problems.append(FileProblem(line_for(path, lines), field, reason_of(reason)))
+        raise SettingsError(str(config_file or "environment"), problems) from None

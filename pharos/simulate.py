@@ -31,7 +31,7 @@ from devices.registry.schemas import DeviceCreate, GroupCreate
 from devices.registry.service import Registry
 from devices.wire import DeviceKind
 from firmware_sim.fleet import Fleet, FleetCounters, ModbusEndpoint
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, Scenario, expand, limit_devices, load_scenario
 from pharos.database import upgrade
 from pharos.runtime import Runtime, build_runtime

@@ -141,6 +141,16 @@ class AlertChange:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertTally:
+    """Counts an operator can check against the alert list (``AlertStore.tally``)."""
+
+    live: int  # open or acknowledged now
+    raised: int  # new alerts (one per alert, however often its condition recurs)
+    repeats: int  # a live alert's condition seen again (the alert's ``repeats``)
+    cleared: int
+
+
+@dataclass(frozen=True, slots=True)
 class AlertFilter:
     state: AlertState | None = None
     live: bool = False  # open or acknowledged
@@ -296,6 +306,31 @@ class AlertStore:
                 .group_by(AlertRow.severity, AlertRow.district)
             )
             return {(s, d or ""): n for s, d, n in session.execute(query)}
+
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when none): the mark ``tally`` counts from."""
+        with self._sessions() as session:
+            return session.scalar(select(func.max(AlertEventRow.id))) or 0
+
+    def tally(self, after_event: int = 0) -> AlertTally:
+        """Alerts live now, and what happened after event ``after_event``: new alerts
+        raised (each once), repeats of raised ones, clears."""
+        with self._sessions() as session:
+            live = session.scalar(
+                select(func.count()).select_from(AlertRow).where(AlertRow.state.in_(LIVE_STATES))
+            )
+            query = (
+                select(AlertEventRow.event, func.count())
+                .where(AlertEventRow.id > after_event)
+                .group_by(AlertEventRow.event)
+            )
+            events: dict[str, int] = {e: n for e, n in session.execute(query).tuples()}
+        return AlertTally(
+            live=live or 0,
+            raised=events.get("raised", 0),
+            repeats=events.get("repeated", 0),
+            cleared=events.get("cleared", 0),
+        )
 
     def add_work_item(self, device_id: str, alert_id: int | None, text: str, at: datetime) -> int:
         with transaction(self._sessions) as session:

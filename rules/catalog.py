@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, device_groups
+from pharos_core.lifecycle import ServiceTasks
 from rules.derived import DeviceFacts
 from telemetry.periodic import repeat_every
 
@@ -85,17 +86,14 @@ class DeviceCatalog(StaticCatalog):
         self._sessions = sessions
         self._interval = refresh_interval_s
         self._stopping = asyncio.Event()
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping)
 
     async def refresh(self) -> None:
         self.replace(await asyncio.to_thread(load_facts, self._sessions))
 
     async def __aenter__(self) -> Self:
         await self.refresh()
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._run(), name="rules-catalog-refresh")
-        self._group = group
+        await self._tasks.start(("rules-catalog-refresh", self._run()))
         return self
 
     async def __aexit__(
@@ -104,10 +102,7 @@ class DeviceCatalog(StaticCatalog):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        group, self._group = self._group, None
-        if group is not None:
-            await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     async def _run(self) -> None:
         # A failed refresh keeps the devices we have; the next round tries again.

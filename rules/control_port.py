@@ -4,7 +4,8 @@
 control plane runs (``runtime.control``): an ``override`` becomes a control override
 per lamp (so the step scheduler does not set the lamp back at its next step) and the
 lamp's own timed ``override`` command; any other action is a tracked command per
-device. Without the control plane, ``rules.actions.MqttControl`` publishes directly.
+device. It is rules' only command path: control's acknowledgement tracking, retries and
+expiry apply to every command a rule sends.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ For each transition the alert is recorded (``AlertStore``) while the command act
 go out, concurrently (the command does not wait for the database); then the event is
 published on ``pharos/v1/alerts`` (QoS 1) and the other actions run. Webhooks go
 through their own bounded queue so a slow endpoint never holds evaluation up.
-Derived points (``aqi``, ``flood``, ``alerts``) go to the injected ``Submit``.
+Derived points (``aqi``, ``flood``, ``alerts``) go to the injected ``PointSink``.
 Rules are reloaded from their files with ``reload()``: a file with errors is refused
 (``RuleFileError``) and the running rules keep working.
 """
@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,8 @@ from typing import Any, Self
 
 from devices.wire import ALERTS_TOPIC
 from pharos_core.clock import Clock
+from pharos_core.lifecycle import ServiceTasks
+from pharos_core.points import PointSink
 from rules.actions import ControlPort, MaintenancePort, Publisher, WebhookSender
 from rules.alerts import AlertChange, AlertStore, AsyncAlerts
 from rules.catalog import Catalog
@@ -57,7 +59,6 @@ from telemetry.points import Point
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 _ALERTS_EVERY_S = 60.0
 _WEBHOOK_QUEUE = 1000
 _TRANSITION_QUEUE = 10_000  # raised/cleared waiting for the database and the IOC
@@ -101,10 +102,6 @@ class _Webhook:
     body: dict[str, Any]
 
 
-async def _all(work: Sequence[Awaitable[None]]) -> None:
-    await asyncio.gather(*work)
-
-
 class RulesService:
     """The rules engine as a service; see the module docstring."""
 
@@ -121,7 +118,7 @@ class RulesService:
         control: ControlPort | None = None,
         webhooks: WebhookSender | None = None,
         maintenance: MaintenancePort | None = None,
-        submit: Submit | None = None,
+        submit: PointSink | None = None,
         expected_level: ExpectedLevel | None = None,
     ) -> None:
         self._settings = settings
@@ -151,8 +148,7 @@ class RulesService:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._group: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = ServiceTasks(cancel=True)  # its loops wait on queues: cancelled
         self._alert_keys: set[tuple[str, str]] = set()
         # Derived points wait here for the sink: evaluation never waits on storage.
         self._derived: list[Point] = []
@@ -164,16 +160,13 @@ class RulesService:
     async def __aenter__(self) -> Self:
         for rule_id, device_id in await self._alerts.live_pairs():
             self.engine.mark_raised(rule_id, device_id)
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        self._group = group
-        self._tasks = [
-            group.create_task(self._evaluate_forever(), name="rules-evaluator"),
-            group.create_task(self._tick_forever(), name="rules-ticker"),
-            group.create_task(self._webhooks_forever(), name="rules-webhooks"),
-            group.create_task(self._lifecycle_forever(), name="rules-lifecycle"),
-            group.create_task(self._derived_forever(), name="rules-derived"),
-        ]
+        await self._tasks.start(
+            ("rules-evaluator", self._evaluate_forever()),
+            ("rules-ticker", self._tick_forever()),
+            ("rules-webhooks", self._webhooks_forever()),
+            ("rules-lifecycle", self._lifecycle_forever()),
+            ("rules-derived", self._derived_forever()),
+        )
         return self
 
     async def __aexit__(
@@ -182,16 +175,13 @@ class RulesService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        group, self._group = self._group, None
-        if group is None:
+        if not self._tasks.running:
             return
         if exc is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self.wait_idle()
-        for task in self._tasks:
-            task.cancel()
-        await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     @property
     def stats(self) -> RulesStats:
@@ -360,8 +350,7 @@ class RulesService:
         for action in transition.rule.actions:
             if isinstance(action, CommandActionSpec) and transition.kind in action.on:
                 await self._command_slots.acquire()
-                assert self._group is not None
-                task = self._group.create_task(self._command(action, transition))
+                task = self._tasks.spawn(self._command(action, transition))
                 self._commanding.add(task)
                 task.add_done_callback(self._command_done)
 

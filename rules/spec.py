@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -40,6 +38,17 @@ from pydantic import (
 )
 
 from devices.wire import CommandParamsError, DeviceKind, kind_spec, validate_command_params
+from pharos_core.source_file import (
+    FileError,
+    FileProblem,
+    LineMap,
+    field_name,
+    line_for,
+    validation_problems,
+    yaml_with_lines,
+)
+from pharos_core.yaml_limits import MAX_BYTES as MAX_YAML_BYTES
+from pharos_core.yaml_limits import yaml_limit_problems
 
 DERIVED_NUMBERS = frozenset({"vn_aqi", "aqi_category", "flood_level"})
 DERIVED_FLAGS = frozenset({"lamp_failure", "day_burning", "power_too_low", "power_too_high"})
@@ -315,10 +324,14 @@ class Rule(_Model):
 
     @model_validator(mode="after")
     def _names(self) -> Rule:
-        for where, condition in (("when", self.when), ("clear", self.clear)):
-            if condition is not None:
-                for problem in _name_problems(condition, self.scope.kind):
-                    raise ValueError(f"{where}: {problem}")
+        problems = [
+            f"{where}: {problem}"
+            for where, condition in (("when", self.when), ("clear", self.clear))
+            if condition is not None
+            for problem in _name_problems(condition, self.scope.kind)
+        ]
+        if problems:  # all of them: one run of `pharos rules check` shows every one
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -360,41 +373,15 @@ def _name_problems(condition: object, kind: DeviceKind | None) -> Iterator[str]:
 # -- loading with line numbers ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RuleIssue:
-    line: int | None
-    field: str
-    reason: str
-    source: str | None = None  # the file, when an error gathers several
+RuleIssue = FileProblem  # one problem: line, field, reason (and file, when gathered)
 
 
-class RuleFileError(ValueError):
+class RuleFileError(FileError):
     """A rule file that cannot be used; ``issues`` name line, field and reason."""
 
-    def __init__(self, source: str, issues: list[RuleIssue]) -> None:
-        self.source = source
-        self.issues = issues
-        super().__init__("\n".join(self.lines()))
-
-    def lines(self) -> list[str]:
-        return [
-            f"{i.source or self.source}:{i.line if i.line is not None else '?'}: "
-            f"{i.field}: {i.reason}"
-            for i in self.issues
-        ]
-
-
-def _lines_of(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            name = key.value
-            out[(*path, name)] = key.start_mark.line + 1
-            _lines_of(value, (*path, name), out)
-            out[(*path, name)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _lines_of(item, (*path, index), out)
+    @property
+    def issues(self) -> list[FileProblem]:
+        return self.problems
 
 
 def _data_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -414,56 +401,67 @@ def _data_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(path)
 
 
-def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
 _TAG_NAMES = frozenset({*_KEYS, "command", "maintenance", "publish", "webhook"})
 
 
-def _field_name(path: tuple[Any, ...]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "file"
+def _duplicate_ids(data: dict[str, Any], lines: LineMap) -> list[RuleIssue]:
+    """Rule ids given twice, found on the document itself: ``RuleFile``'s own check runs
+    only once every rule is valid, which would hide them until a second run."""
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return []
+    first: dict[str, int] = {}
+    issues = []
+    for index, rule in enumerate(rules):
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        if not isinstance(rule_id, str):
+            continue
+        if rule_id in first:
+            path = ("rules", index, "id")
+            reason = f"rule id {rule_id!r} appears twice (first as rules[{first[rule_id]}])"
+            issues.append(RuleIssue(line_for(path, lines), field_name(path), reason))
+        else:
+            first[rule_id] = index
+    return issues
 
 
 def parse_rule_text(text: str, source: str = "<rules>") -> RuleFile:
     """Validate rule YAML; ``RuleFileError`` (every problem, with lines) when it is wrong."""
+    bounds = yaml_limit_problems(text)  # before the loader: aliases, depth, size, tags
+    if bounds:
+        raise RuleFileError(source, [RuleIssue(b.line, b.field, b.reason) for b in bounds])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise RuleFileError(source, [RuleIssue(line, "yaml", str(exc).splitlines()[0])]) from None
+        data, lines = yaml_with_lines(text, source)
+    except FileError as exc:
+        raise RuleFileError(source, exc.problems) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise RuleFileError(source, [RuleIssue(1, "file", "expected a mapping with `rules:`")])
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _lines_of(node, (), lines)
+    duplicates = _duplicate_ids(data, lines)
     try:
-        return RuleFile.model_validate(data)
+        parsed = RuleFile.model_validate(data)
     except ValidationError as exc:
-        issues = []
-        for error in exc.errors():
-            path = _data_path(tuple(error["loc"]))
-            issues.append(RuleIssue(_line_for(path, lines), _field_name(path), error["msg"]))
-        raise RuleFileError(source, issues) from None
+        issues = validation_problems(exc, lines, data_path=_data_path)
+        issues = [i for i in issues if "appears twice" not in i.reason]  # told below, at its line
+        raise RuleFileError(source, issues + duplicates) from None
+    if duplicates:
+        raise RuleFileError(source, duplicates)
+    return parsed
 
 
 def load_rule_file(path: Path) -> RuleFile:
     """Read and validate one rule file (blocking)."""
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            reason = f"{path.stat().st_size} bytes; at most {MAX_YAML_BYTES} are read"
+            raise RuleFileError(str(path), [RuleIssue(None, "file", reason)])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleFileError(str(path), [RuleIssue(None, "file", str(exc))]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start})"
+        raise RuleFileError(str(path), [RuleIssue(None, "file", reason)]) from None
     return parse_rule_text(text, str(path))
 
 
@@ -496,4 +494,4 @@ def load_rule_files(paths: list[Path]) -> list[Rule]:
 
 def _sourced(error: RuleFileError) -> list[RuleIssue]:
     # Keep each issue's own file when several files' errors are gathered.
-    return [RuleIssue(i.line, i.field, i.reason, i.source or error.source) for i in error.issues]
+    return [RuleIssue(i.line, i.field, i.reason, i.source or error.source) for i in error.problems]

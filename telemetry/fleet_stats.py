@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -35,13 +35,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.registry.models import Device, LifecycleState
 from devices.wire import kind_spec
 from pharos_core.clock import Clock, SystemClock, sleep_or_wake
+from pharos_core.lifecycle import ServiceTasks
+from pharos_core.points import PointSink
 from telemetry.derived import DEVICES, FLEET
 from telemetry.models import DeadLetterRow, DeviceStatusRow
 from telemetry.points import Point
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 # Device ids known reachable other than by their MQTT status: the Modbus poller's
 # healthy meters (a polled device never says "online" itself).
 Reachable = Callable[[], Collection[str]]
@@ -203,7 +204,7 @@ class FleetStatsWriter:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        submit: Submit,
+        submit: PointSink,
         *,
         interval_s: float = 60.0,
         clock: Clock | None = None,
@@ -218,14 +219,11 @@ class FleetStatsWriter:
         self._reachable = reachable
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # cut a sleep short (sleep_or_wake clears it)
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping, self._wake)
         self.written = 0  # rounds written (for tests and logs)
 
     async def __aenter__(self) -> Self:
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._run(), name="fleet-stats")
-        self._group = group
+        await self._tasks.start(("fleet-stats", self._run()))
         return self
 
     async def __aexit__(
@@ -234,11 +232,7 @@ class FleetStatsWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        group, self._group = self._group, None
-        if group is not None:
-            await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     async def write_once(self) -> FleetSnapshot:
         """Read the fleet now and submit its points (the task calls it every interval)."""

@@ -8,7 +8,7 @@ snapshot per scrape, and each process (or test) has its own instance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 MetricType = Literal["counter", "gauge"]
@@ -20,6 +20,7 @@ class Sample:
     type: MetricType
     help: str
     value: float
+    labels: tuple[tuple[str, str], ...] = ()  # samples of one name differ by their labels
 
 
 @dataclass(slots=True)
@@ -34,9 +35,43 @@ class TelemetryMetrics:
     spool_depth_points: int = 0  # points waiting in the spool now
     lag_seconds: float = 0.0  # receive → stored, of the newest batch written
     modbus_unhealthy: int = 0  # Modbus meters not answering now
+    # Dead letters by reason class (a small fixed set: topic, unknown_device, payload,
+    # metric, state, status, internal, rate_limited, ...); a letter counts under each
+    # class it holds, those counted by the rate limit too.
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    dead_letters_suppressed: int = 0  # counted by the per-device rate limit, not stored
+    dead_letters_pruned: int = 0  # deleted to keep the dead-letter table bounded
+
+    def count_dead_letter(self, classes: str) -> None:
+        """Count one letter under each of its comma-separated classes."""
+        for reason in classes.split(","):
+            self.dead_letters_by_reason[reason] = self.dead_letters_by_reason.get(reason, 0) + 1
 
     def samples(self) -> list[Sample]:
+        by_reason = [
+            Sample(
+                "pharos_dead_letters",
+                "counter",
+                "Dead letters by reason class (rate-limited ones included).",
+                n,
+                (("reason", reason),),
+            )
+            for reason, n in sorted(self.dead_letters_by_reason.items())
+        ]
         return [
+            *by_reason,
+            Sample(
+                "pharos_dead_letters_suppressed",
+                "counter",
+                "Dead letters counted by the per-device rate limit instead of stored.",
+                self.dead_letters_suppressed,
+            ),
+            Sample(
+                "pharos_dead_letters_pruned",
+                "counter",
+                "Oldest dead letters deleted to keep the table bounded.",
+                self.dead_letters_pruned,
+            ),
             Sample("pharos_telemetry_received", "counter", "Readings received.", self.received),
             Sample("pharos_telemetry_invalid", "counter", "Inputs dead-lettered.", self.invalid),
             Sample("pharos_telemetry_written", "counter", "Points stored.", self.written),

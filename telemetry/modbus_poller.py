@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -53,12 +53,12 @@ from devices.wire import (
     kind_spec,
     validate_metrics,
 )
+from pharos_core.points import PointSink
 from telemetry.metrics import TelemetryMetrics
 from telemetry.points import DeadLetter, DeadLetterSink, FieldValue, Point
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 Now = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 Endpoint = tuple[str, int]
@@ -261,7 +261,7 @@ class ModbusPoller:
         self,
         meters: Iterable[MeterTarget],
         pool: ModbusClientPool,
-        submit: Submit,
+        submit: PointSink,
         dead_letters: DeadLetterSink,
         *,
         now: Now = _utcnow,

@@ -24,13 +24,14 @@ from types import TracebackType
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.db import transaction
 from devices.registry.models import Commissioning, Device
 from devices.registry.service import registry_session
 from devices.wire import DeviceState, DeviceStatus
+from pharos_core.lifecycle import ServiceTasks
 from telemetry.models import DeviceStatusRow
 from telemetry.points import SEQ_FIELD, TS_REPLACED_FIELD, FieldValue, Point
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 ACTOR = "telemetry"
 # Bookkeeping fields Pharos adds to points; they are not the device's metrics.
 _NOT_METRICS = frozenset({SEQ_FIELD, TS_REPLACED_FIELD})
+_CHUNK = 500  # device ids per IN (...) list: well under every database's parameter limit
 
 
 class MetricValue(BaseModel):
@@ -137,15 +139,12 @@ class DeviceTwinStore:
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks = ServiceTasks(self._stopping, self._wake)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._run(), name="device-twin-flush")
-        self._group = group
+        await self._tasks.start(("device-twin-flush", self._run()))
         return self
 
     async def __aexit__(
@@ -154,12 +153,8 @@ class DeviceTwinStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        group, self._group = self._group, None
         try:
-            if group is not None:
-                await group.__aexit__(exc_type, exc, tb)
+            await self._tasks.stop(exc_type, exc, tb)
         finally:
             if exc is None:
                 await self.flush()
@@ -199,15 +194,25 @@ class DeviceTwinStore:
         self._maybe_wake()
 
     async def record_points(self, points: Sequence[Point]) -> None:
+        pending = self._pending
+        commissioned = self._commissioned
         for point in points:
-            device_id = point.device_id
-            seen = _Seen(point.time)
+            # Straight into the pending update (this runs for every reading).
+            device_id = point.tags["device_id"]
+            at = point.time
+            seen = pending.seen.get(device_id)
+            if seen is None:
+                seen = pending.seen[device_id] = _Seen(at)
+            elif at > seen.last_seen_at:
+                seen.last_seen_at = at
+            values = seen.values
             for name, value in point.fields.items():
                 if name not in _NOT_METRICS:
-                    seen.add(name, _json_value(value), point.time)
-            self._pending.put_seen(device_id, seen)
-            if device_id not in self._commissioned:
-                self._pending.put_first(device_id, point.time)
+                    known = values.get(name)
+                    if known is None or at >= known[1]:
+                        values[name] = (_json_value(value), at)
+            if device_id not in commissioned:
+                pending.put_first(device_id, at)
         self._maybe_wake()
 
     def _maybe_wake(self) -> None:
@@ -258,6 +263,9 @@ class DeviceTwinStore:
         if not ids:
             return
         with transaction(self._sessions) as session:
+            ids = sorted(set(ids) - _write_seen_only(session, batch))
+            if not ids:
+                return
             # A device deleted meanwhile is skipped rather than failing the whole batch.
             live = set(session.scalars(select(Device.id).where(Device.id.in_(ids))))
             rows = {
@@ -314,14 +322,49 @@ def _apply_state(row: DeviceStatusRow, state: dict[str, Any], at: datetime) -> N
 
 
 def _apply_seen(row: DeviceStatusRow, seen: _Seen) -> None:
-    if row.last_seen_at is None or seen.last_seen_at > row.last_seen_at:
-        row.last_seen_at = seen.last_seen_at
-    values = dict(row.last_values or {})  # a new dict, so the JSON column sees the change
+    row.last_seen_at, row.last_values = _merged_seen(row.last_seen_at, row.last_values, seen)
+
+
+def _merged_seen(
+    last_seen_at: datetime | None, last_values: dict[str, Any] | None, seen: _Seen
+) -> tuple[datetime, dict[str, Any]]:
+    """The row's last seen and last values with ``seen`` applied (newest wins)."""
+    if last_seen_at is None or seen.last_seen_at > last_seen_at:
+        last_seen_at = seen.last_seen_at
+    values = dict(last_values or {})  # a new dict, so the JSON column sees the change
     for name, (value, at) in seen.values.items():
         known = values.get(name)
         if known is None or at >= datetime.fromisoformat(known["at"]):
             values[name] = {"value": value, "at": at.astimezone(UTC).isoformat()}
-    row.last_values = values
+    return last_seen_at, values
+
+
+def _write_seen_only(session: Session, batch: _Pending) -> set[str]:
+    """Readings of devices that have a status row and nothing else new, in bulk.
+
+    The common flush (every device's last values, each second) as one read and one
+    executemany UPDATE per chunk instead of the ORM's unit of work per row: at tens of
+    thousands of devices the ORM would cost more than the rest of ingest. A device
+    whose row is missing (its first reading) or that also has a status or state goes
+    the ORM way. The devices written here are returned.
+    """
+    row = DeviceStatusRow
+    candidates = sorted(d for d in batch.seen if d not in batch.status and d not in batch.state)
+    written: set[str] = set()
+    for start in range(0, len(candidates), _CHUNK):
+        chunk = candidates[start : start + _CHUNK]
+        current = session.execute(
+            select(row.device_id, row.last_seen_at, row.last_values).where(row.device_id.in_(chunk))
+        ).all()
+        updates = []
+        for device_id, last_seen_at, last_values in current:
+            seen_at, values = _merged_seen(last_seen_at, last_values, batch.seen[device_id])
+            updates.append({"device_id": device_id, "last_seen_at": seen_at, "last_values": values})
+        if updates:
+            # ORM bulk UPDATE by primary key: one executemany, no unit of work.
+            session.execute(update(row), updates)
+            written.update(u["device_id"] for u in updates)
+    return written
 
 
 async def read_twin(sessions: sessionmaker[Session], device_id: str) -> TwinPublic:

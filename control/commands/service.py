@@ -44,6 +44,7 @@ from devices.registry.service import Registry
 from devices.wire import Channel
 from devices.wire.commands import Command, CommandAck, PayloadError
 from pharos_core.clock import Clock, sleep_or_wake
+from pharos_core.lifecycle import ServiceTasks
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,8 @@ class CommandService:
         self._flushed = asyncio.Event()
         self._state_listeners: list[StateListener] = []
         self._link: MqttCommandLink | None = None
-        self._tasks: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        self._tasks = ServiceTasks(self._stopping, self._wake)
         self.reported: dict[str, dict[str, Any]] = {}
         self.unknown_acks = 0
 
@@ -146,10 +147,9 @@ class CommandService:
             self._track(target)
         self._link = MqttCommandLink(self._link_options, self._on_inbound)
         await self._link.__aenter__()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        self._tasks.create_task(self._send_loop(), name="commands-send")
-        self._tasks.create_task(self._flush_loop(), name="commands-flush")
+        await self._tasks.start(
+            ("commands-send", self._send_loop()), ("commands-flush", self._flush_loop())
+        )
         return self
 
     async def __aexit__(
@@ -158,11 +158,9 @@ class CommandService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        self._wake.set()
-        assert self._tasks is not None and self._link is not None
+        assert self._link is not None
         try:
-            await self._tasks.__aexit__(exc_type, exc, tb)
+            await self._tasks.stop(exc_type, exc, tb)
         finally:
             await self._link.__aexit__(exc_type, exc, tb)
             await self._flush()
@@ -221,6 +219,11 @@ class CommandService:
 
     def open_count(self, command_id: uuid.UUID) -> int:
         return self._open_per_command.get(str(command_id), 0)
+
+    @property
+    def published(self) -> int:
+        """Command messages the broker acknowledged (resends included)."""
+        return self._link.session.published if self._link is not None else 0
 
     # --- database work (in threads) ---------------------------------------------------
 

@@ -5,6 +5,14 @@ required, the others optional; an empty cell means "not given"). Excel's UTF-8 B
 its ``;`` delimiter (used where ``,`` is the decimal separator) are accepted. A file
 with any bad row is rejected as a whole, with one ``RowError`` per problem naming the
 physical line and the column, so the technician fixes everything in one pass.
+
+The file goes back into spreadsheets, so a text cell that a spreadsheet would run as a
+formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR: ``=HYPERLINK(…)``,
+``@SUM(…)``) is refused with its line and column rather than stored; number columns
+keep their signs (a longitude of ``-10.5`` is a number, not a formula). Control
+characters (NUL, escape, line breaks inside a cell, …) are refused in every cell.
+(The CSV Pharos writes holds slug ids, dates and numbers only, so it needs no escaping;
+the broker secrets file must keep its secrets exact, a leading ``-`` included.)
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ REQUIRED_COLUMNS = ("id", "kind", "name")
 _DECIMAL_COLUMNS = frozenset({"latitude", "longitude", "rated_power_w"})
 _DECIMAL_COMMA = re.compile(r"-?[0-9]+,[0-9]+")
 _GROUP_SEPARATORS = re.compile(r"[;,]")
+_NUMBER_COLUMNS = _DECIMAL_COLUMNS | {
+    "cabinet_circuit",
+    "modbus_port",
+    "modbus_unit",
+    "poll_interval_s",
+}
+# What spreadsheet programs take as the start of a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEADER_LINE = 1
 
 
@@ -214,14 +231,33 @@ def _row_values(
         reason = f"{len(cells)} cells but the header names {len(columns)} columns"
         return {}, [RowError(line, None, reason)]
     values: dict[str, Any] = {}
+    errors: list[RowError] = []
     for position, (column, cell) in enumerate(zip(columns, cells, strict=False), start=1):
         value = unicodedata.normalize("NFC", cell.strip())
         if column == "" and value:
             reason = f"a value in column {position}, which has no name in the header"
             return {}, [RowError(line, None, reason)]
-        if column and value:
+        if not column or not value:
+            continue
+        unsafe = _unsafe_cell(column, cell, value)
+        if unsafe is not None:
+            errors.append(RowError(line, column, unsafe))
+        else:
             values[column] = _cell_value(column, value)
-    return values, []
+    return values, errors
+
+
+def _unsafe_cell(column: str, raw: str, value: str) -> str | None:
+    """Why a cell cannot be stored as it is, or ``None``."""
+    control = _CONTROL.search(raw.strip(" "))
+    if control is not None:
+        return f"control character {control.group()!r} in the cell; remove it"
+    if column not in _NUMBER_COLUMNS and value.startswith(FORMULA_PREFIXES):
+        return (
+            f"starts with {value[0]!r}, which spreadsheets run as a formula; "
+            "remove the sign or write it after a letter"
+        )
+    return None
 
 
 def _cell_value(column: str, value: str) -> Any:

@@ -325,6 +325,30 @@ class Registry:
             self._audit("group.update", "group", group_id, before, after)
         return group
 
+    def add_members(self, group_id: str, device_ids: Sequence[str]) -> list[str]:
+        """Put devices into the group (each an audited device update, as ``PATCH
+        /devices/{id}`` with ``groups``); the ids that were not members already."""
+        self.get_group(group_id)
+        added = []
+        for device_id in dict.fromkeys(device_ids):
+            current = [g.id for g in self.get_device(device_id).groups]
+            if group_id not in current:
+                self.update_device(device_id, DeviceUpdate(groups=[*current, group_id]))
+                added.append(device_id)
+        return added
+
+    def remove_members(self, group_id: str, device_ids: Sequence[str]) -> list[str]:
+        """Take devices out of the group; the ids that were members."""
+        self.get_group(group_id)
+        removed = []
+        for device_id in dict.fromkeys(device_ids):
+            current = [g.id for g in self.get_device(device_id).groups]
+            if group_id in current:
+                kept = [g for g in current if g != group_id]
+                self.update_device(device_id, DeviceUpdate(groups=kept))
+                removed.append(device_id)
+        return removed
+
     def delete_group(self, group_id: str) -> None:
         group = self.get_group(group_id)
         before = _group_snapshot(group)
@@ -377,13 +401,11 @@ class Registry:
             setattr(device, name, value.value if isinstance(value, Enum) else value)
 
     def _groups(self, group_ids: Sequence[str]) -> list[Group]:
-        groups = []
-        for group_id in group_ids:
-            group = self.session.get(Group, group_id)
-            if group is None:
-                raise InvalidError("groups", f"no group {group_id!r}")
-            groups.append(group)
-        return groups
+        found = {group_id: self.session.get(Group, group_id) for group_id in group_ids}
+        if missing := [group_id for group_id, group in found.items() if group is None]:
+            # Every missing one at once: the import says which to create in one pass.
+            raise InvalidError("groups", "; ".join(f"no group {g!r}" for g in missing))
+        return [group for group in found.values() if group is not None]
 
     def _check_district(self, district: str | None) -> None:
         if district is not None and self.districts is not None and district not in self.districts:

@@ -26,6 +26,7 @@ from devices.wire.payloads import (
     PayloadError,
     Reading,
     parse_reading,
+    senml_base_name,
     validate_metrics,
 )
 from devices.wire.registers import (
@@ -96,6 +97,7 @@ __all__ = [
     "kind_spec",
     "parse_device_topic",
     "parse_reading",
+    "senml_base_name",
     "validate_command_params",
     "validate_metrics",
 ]

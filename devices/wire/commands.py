@@ -60,6 +60,20 @@ class LampProgram(_Params):
     steps: Annotated[list[ProgramStep], Field(min_length=1, max_length=24)]
 
 
+DEFAULT_PROGRAM = LampProgram(
+    id="default",
+    steps=[
+        ProgramStep(event="sunset", offset_minutes=-10, level=100),
+        ProgramStep(at="22:00", level=70),
+        ProgramStep(at="00:00", level=50),
+        ProgramStep(at="04:30", level=100),
+        ProgramStep(event="sunrise", offset_minutes=10, level=0),
+    ],
+)
+"""DOMAIN.md's default dimming: 100 % from sunset - 10 min, 70 % 22:00, 50 % 00:00,
+100 % 04:30, off at sunrise + 10 min (the lamp's own fallback and control's default)."""
+
+
 class SetProgramParams(_Params):
     program: LampProgram
 

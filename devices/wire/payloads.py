@@ -3,12 +3,22 @@
 ``parse_reading`` turns the bytes of a telemetry message into ``Reading`` values whose
 metrics are not yet checked; ``validate_metrics`` checks them against the kind's
 catalogue so a partly bad reading keeps its good metrics. Errors name the field.
+
+Decoding is bounded before any recursive decoder runs, so no payload can make it raise
+anything but ``PayloadError``: at most ``MAX_PAYLOAD_BYTES`` bytes, nesting at most
+``MAX_DEPTH`` deep (a cheap scan that skips strings; Python's ``json`` would raise
+``RecursionError`` on 100,000 nested ``[``), number literals at most ``MAX_NUMBER_CHARS``
+long (``int()`` refuses more than 4,300 digits with a ``ValueError``), no ``NaN`` or
+``Infinity`` (not JSON), no duplicate keys (which value would be meant?), at most
+``MAX_METRICS`` metrics in a reading and ``MAX_SENML_RECORDS`` records in a pack.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -26,6 +36,13 @@ from pydantic import (
 from devices.wire.catalogue import DeviceKind, kind_spec
 
 MetricValue = float | bool
+
+MAX_PAYLOAD_BYTES = 64 * 1024  # a reading is ~100 bytes, a day of buffered SenML ~40 KB
+MAX_DEPTH = 16  # a reading nests 2 deep, a SenML pack 2, a state 2
+MAX_NUMBER_CHARS = 64  # the longest float repr is 24 characters
+MAX_METRICS = 100  # the largest kind has under 30
+MAX_SENML_RECORDS = 2000
+_QUOTED_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 class PayloadError(ValueError):
@@ -89,6 +106,8 @@ class Reading(BaseModel):
     def _not_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
             raise ValueError("a reading needs at least one metric")
+        if len(value) > MAX_METRICS:
+            raise ValueError(f"{len(value)} metrics in one reading (at most {MAX_METRICS})")
         return value
 
 
@@ -111,14 +130,82 @@ class SenMLRecord(BaseModel):
     ut: float | None = None
 
 
-def _decode_json(payload: bytes) -> Any:
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit`` (iterative; strings skipped)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at C speed
+    depth = 0
+    for match in _QUOTED_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _bounded_number(kind: Callable[[str], object]) -> Callable[[str], object]:
+    def parse(literal: str) -> object:
+        if len(literal) > MAX_NUMBER_CHARS:
+            reason = f"a number {len(literal)} characters long (at most {MAX_NUMBER_CHARS})"
+            raise PayloadError("payload", reason)
+        value = kind(literal)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError("payload", f"number {literal[:20]} is out of range")
+        return value
+
+    return parse
+
+
+def _no_constant(name: str) -> object:
+    raise PayloadError("payload", f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise PayloadError("payload", f"duplicate key {duplicate[:64]!r}")
+    return document
+
+
+_parse_int = _bounded_number(int)
+_parse_float = _bounded_number(float)
+
+
+def decode_json(payload: bytes) -> Any:
+    """The JSON document of ``payload``, within the bounds of the module docstring.
+
+    Raises ``PayloadError`` (field ``payload``) and nothing else, whatever the bytes.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        reason = f"{len(payload)} bytes (at most {MAX_PAYLOAD_BYTES})"
+        raise PayloadError("payload", reason)
     try:
         # Decode first: json.loads on bytes would guess UTF-16/32 from the first bytes.
-        return json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PayloadError("payload", "not UTF-8 text") from None
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("payload", f"not UTF-8 text (byte {exc.start})") from None
+    if _nested_deeper_than(text, MAX_DEPTH):
+        raise PayloadError("payload", f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as exc:
         raise PayloadError("payload", f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:  # unreachable after the depth scan; kept as the last guard
+        raise PayloadError("payload", f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+_decode_json = decode_json
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> PayloadError:
@@ -143,12 +230,20 @@ def parse_reading(payload: bytes, device_id: str) -> list[Reading]:
     raise PayloadError("payload", "expected a JSON object (reading) or array (SenML pack)")
 
 
+def senml_base_name(device_id: str) -> str:
+    """The SenML base name (``bn``) of a device's packs: ``urn:dev:pharos:{device_id}:``."""
+    return f"urn:dev:pharos:{device_id}:"
+
+
 def _parse_senml(pack: list[Any], device_id: str) -> list[Reading]:
     if not pack:
         raise PayloadError("payload", "empty SenML pack")
+    if len(pack) > MAX_SENML_RECORDS:
+        reason = f"{len(pack)} records in one SenML pack (at most {MAX_SENML_RECORDS})"
+        raise PayloadError("payload", reason)
     base_name, base_time = "", 0.0
     by_time: dict[float | None, dict[str, Any]] = {}
-    expected_prefix = f"urn:dev:pharos:{device_id}:"
+    expected_prefix = senml_base_name(device_id)
     for index, raw in enumerate(pack):
         try:
             record = SenMLRecord.model_validate(raw)
@@ -207,11 +302,13 @@ class DeviceStatus(StrEnum):
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceStatus:
-        text = payload.decode("utf-8", errors="replace").strip()
+        text = payload[:64].decode("utf-8", errors="replace").strip()
         try:
+            if len(payload) > 64:
+                raise ValueError
             return cls(text)
         except ValueError:
-            reason = f"status must be 'online' or 'offline', got {text!r}"
+            reason = f"status must be 'online' or 'offline', got {text[:20]!r}"
             raise PayloadError("payload", reason) from None
 
 

@@ -126,9 +126,6 @@ class CabinetModel:
     def is_closed(self, circuit: int) -> bool:
         return self._circuit(circuit).closed
 
-    def lamp_level(self, circuit: int) -> float:
-        return self._circuit(circuit).level
-
     def circuit_power_w(self, circuit: int) -> float:
         """What ``circuit`` draws now (0 with its contactor open)."""
         with self._lock:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from devices.wire import CommandParamsError, DeviceKind, kind_spec, validate_command_params
 from devices.wire.commands import (
+    DEFAULT_PROGRAM,
     LampProgram,
     OverrideParams,
     SelfTestParams,
@@ -42,7 +43,7 @@ from firmware_sim.faults import Fault, FaultConfig
 from firmware_sim.model import Ack, MetricValue
 from firmware_sim.physics import ReadingFaults, SmoothNoise, bell, local_hour, seconds_between
 from firmware_sim.physics.environment import EnvironmentModel, traffic_index
-from firmware_sim.program import DEFAULT_PROGRAM, DEFAULT_TZ, ProgramError, ProgramRunner
+from firmware_sim.program import DEFAULT_TZ, ProgramError, ProgramRunner
 
 STANDBY_W = 0.5
 STANDBY_POWER_FACTOR = 0.30  # a controller's tiny switch-mode supply: mostly reactive
@@ -146,10 +147,6 @@ class LampModel:
         if self._manual is not None and self._manual.holds_at(when):
             return self._manual.level
         return self._runner.level_at(when)
-
-    @property
-    def supplied(self) -> bool:
-        return self._supplied
 
     def set_supply(self, on: bool, now: datetime) -> None:
         """The feeder's contactor closed (``on``) or opened at ``now``: without supply

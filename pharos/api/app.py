@@ -39,6 +39,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(api_router)
+    # The web console at /, outside /openapi.json (imported here: it builds on the API).
+    from pharos.console.mount import install_console
+
+    install_console(app, runtime.settings.console)
     return app
 
 

@@ -3,15 +3,28 @@
 Everything comes from the ``Runtime`` on ``app.state`` (built from settings by the
 caller), never from module state. Keys arrive in ``X-API-Key`` or as
 ``Authorization: Bearer <key>`` and are checked against their stored hash.
+
+``require_key`` is the one guard: the ``/api/v1`` router depends on it, so every route
+under it needs a live key whatever its handler declares (``pharos.api.routes``); routes
+outside it are the public allow-list (``PUBLIC_PATHS``). Roles are declared per route
+with ``require_roles``; FastAPI caches ``require_key`` per request, so a route that
+also asks for ``CurrentKey`` (to name the actor) shares the same lookup.
+
+Integers that come from outside and reach the database are bounded here (``RowId``,
+``PageDep``'s offset) so no value overflows a column or SQLite's 64-bit integers, and
+``refuse_nul_characters`` (also on the router) refuses a NUL in any path value, query
+value or JSON string, which PostgreSQL cannot store in text.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -61,7 +74,7 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def get_current_key(
+def require_key(
     runtime: RuntimeDep,
     header_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -78,7 +91,56 @@ def get_current_key(
         return ApiKey(name=row.name, role=Role(row.role))
 
 
-CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+CurrentKey = Annotated[ApiKey, Depends(require_key)]
+"""The caller's key, for routes that record who acted (the guard itself is the router's)."""
+
+
+_NUL = "\x00"
+_NUL_REASON = "NUL characters (\\u0000) are not allowed"
+
+
+def _nul_locations(document: Any) -> list[tuple[str | int, ...]]:
+    """Where strings (values or keys) of a parsed JSON document hold a NUL; no recursion,
+    so a deeply nested body costs a loop, not the stack."""
+    found: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [(("body",), document)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if _NUL in value:
+                found.append(loc)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _NUL in key:
+                    found.append((*loc, key))
+                stack.append(((*loc, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*loc, index), item) for index, item in enumerate(value))
+    return sorted(found, key=str)
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """422 naming every path, query or JSON field that holds a NUL character."""
+    locations: list[tuple[str | int, ...]] = [
+        ("path", name) for name, value in request.path_params.items() if _NUL in str(value)
+    ]
+    locations += [
+        ("query", name) for name, value in request.query_params.multi_items() if _NUL in value
+    ]
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type.endswith("json"):
+        body = await request.body()  # already read (and cached) by FastAPI for the route
+        if b"\\u0000" in body:  # JSON can only carry a NUL escaped
+            # Not JSON: the route's own validation says so.
+            with contextlib.suppress(ValueError, RecursionError):
+                locations += _nul_locations(json.loads(body))
+    if locations:
+        raise RequestValidationError(
+            [
+                {"type": "string_nul", "loc": loc, "msg": _NUL_REASON, "input": None}
+                for loc in locations
+            ]
+        )
 
 
 def require_roles(*roles: Role) -> Callable[[ApiKey], ApiKey]:
@@ -110,6 +172,12 @@ RegistryDep = Annotated[Registry, Depends(get_registry, scope="function")]
 
 
 DEFAULT_PAGE_SIZE = 100
+# The largest integer every registry database stores: ids are INTEGER columns, 32-bit
+# on PostgreSQL (SQLite takes 64 bits and raises OverflowError beyond). Offsets and
+# ids from outside are refused above it with a 422 naming the parameter.
+DB_INT_MAX = 2**31 - 1
+
+RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="the numeric id")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +188,7 @@ class Pagination:
 
 def get_pagination(
     runtime: RuntimeDep,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX, description="items to skip")] = 0,
     limit: Annotated[
         int | None,
         Query(ge=1, description="page size: 100 by default, at most `api.page_size_max`"),

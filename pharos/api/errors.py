@@ -1,19 +1,25 @@
 """Mapping registry errors to HTTP answers, in the shapes FastAPI itself uses.
 
-404 and 409 carry ``{"detail": "<reason>"}`` like any ``HTTPException``; a 422 for a
-request the registry refuses (unknown group, district or cabinet) has the shape of
-FastAPI's own validation 422, so a client handles one shape whatever caught the error.
-A rejected CSV import is the exception: its 422 lists ``line``, ``column`` and ``reason``
-of every bad row, which is what the person fixing the file needs.
+401, 403, 404, 409, 413, 502 and 503 carry ``{"detail": "<reason>"}`` like any
+``HTTPException`` (``ErrorMessage``). Every 422, whoever raised it, has the shape of
+FastAPI's own validation 422 (``detail``: a list of ``{loc, msg, type}``), so a client
+handles one shape whatever caught the error: a request the registry refuses (unknown
+group, district or cabinet), a rule file's problems, a rejected CSV import (each bad
+row's ``loc`` names the line and column, with ``line``, ``column`` and ``reason``
+beside it for the person fixing the file), and any ``HTTPException(422, "text")``
+(wrapped by ``_http_error``). ``responses(...)`` documents the codes a route answers
+so the OpenAPI lists them.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from devices.registry.service import ConflictError, InvalidError, NotFoundError
@@ -31,6 +37,46 @@ class CsvRejectedError(Exception):
     def __init__(self, problems: list[CsvRowProblem]) -> None:
         super().__init__(f"{len(problems)} problem(s) in the CSV")
         self.problems = problems
+
+
+class ErrorMessage(BaseModel):
+    """The body of every error answer other than 422."""
+
+    detail: str = Field(description="what went wrong, for a person")
+
+
+_MEANINGS: dict[int, str] = {
+    400: "the body could not be parsed (not JSON, or broken multipart)",
+    401: "no API key, or an unknown or revoked one",
+    403: "the key's role may not do this; the answer names the roles that may",
+    404: "no such resource",
+    409: "the resource's state does not allow this (the answer says why)",
+    413: "the upload is too large",
+    502: "the time-series store refused the query",
+    503: "a service this route needs is not running or not reachable here",
+}
+_VALIDATION_REF = {"$ref": "#/components/schemas/HTTPValidationError"}
+
+
+def responses(
+    *codes: int, meanings: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error codes a route answers besides its own;
+    ``meanings`` replaces the general description of a code for this route."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description = (meanings or {}).get(code) or _MEANINGS.get(code, "invalid request")
+        if code == 422:
+            content = {"application/json": {"schema": _VALIDATION_REF}}
+            documented[code] = {"description": description, "content": content}
+        else:
+            documented[code] = {"description": description, "model": ErrorMessage}
+    return documented
+
+
+# Every /api/v1 route: the guard's answers, and 400 for a body that cannot be parsed at
+# all (not JSON, broken multipart: FastAPI answers those before validation).
+AUTH_RESPONSES = responses(400, 401, 403)
 
 
 def validation_detail(field: str, reason: str) -> list[dict[str, Any]]:
@@ -73,12 +119,36 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def csv_problem_detail(problem: CsvRowProblem) -> dict[str, Any]:
+    """One CSV problem in the validation shape, keeping line, column and reason."""
+    loc: list[str | int] = ["body", "file"]
+    if problem["line"] is not None:
+        loc.append(problem["line"])
+    if problem["column"] is not None:
+        loc.append(problem["column"])
+    return {"loc": loc, "msg": problem["reason"], "type": "csv_row", **problem}
+
+
 async def _csv_rejected(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CsvRejectedError)
-    return JSONResponse({"detail": exc.problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    detail = [csv_problem_detail(p) for p in exc.problems]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # A 422 raised by hand with a sentence still reaches the client in the list shape
+    # the OpenAPI documents; every other code keeps FastAPI's own answer (and headers).
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT and not isinstance(
+        exc.detail, list
+    ):
+        detail = [{"loc": ["body"], "msg": str(exc.detail), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    return await http_exception_handler(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(IntegrityError, _integrity)

@@ -1,9 +1,10 @@
 """What every ``pharos`` command shares: settings, the runtime, errors, actor, tables.
 
 Settings are read when a command runs (never at import, and not for ``--help``), so
-a broken setting stops only the commands that need it, with exit code 2 and the
-message naming the field. Expected failures (a refused transition, an unknown id, a
-database that is not there) print one line to stderr and exit 1, never a traceback.
+a broken setting stops only the commands that need it, with exit code 1 and each
+problem as ``file:line: field: reason`` (or ``PHAROS_…: field: reason``). Expected
+failures (a refused transition, an unknown id, a database that is not there) print one
+line to stderr and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pharos.database import current_revision, head_revision
 from pharos.runtime import Runtime, build_runtime
 from pharos.services import ServiceConfigurationError
 from pharos.settings import Settings, SettingsError, load_settings
+from pharos_core.source_file import FileError
 from telemetry.influx import InfluxConfigurationError
 from telemetry.ingest import MqttConfigurationError
 from telemetry.spool import SpoolError
@@ -56,13 +58,21 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+def report_file_error(error: FileError, outcome: str) -> NoReturn:
+    """A file's problems, one ``file:line: field: reason`` each, then exit 1."""
+    count = len(error.problems)
+    typer.echo(f"{error.source}: {count} problem{'s' if count != 1 else ''}, {outcome}:", err=True)
+    for line in error.lines():
+        typer.echo(line, err=True)
+    raise typer.Exit(EXIT_FAILED)
+
+
 def settings_of(ctx: typer.Context) -> Settings:
     state = ctx.find_object(CliState) or CliState()
     try:
         return load_settings(state.config_file)
     except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        report_file_error(exc, "nothing was done")
 
 
 def actor_name(actor: str | None) -> str:

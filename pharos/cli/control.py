@@ -23,13 +23,21 @@ from control.commands.model import CommandInvalid, CommandPublic, CommandRequest
 from control.commands.records import get_command
 from control.commands.service import CommandOptions, CommandService
 from control.energy import Lamp, project_group, to_csv
-from control.files import LightingFileError, apply_lighting_file, parse_lighting_file
+from control.files import LightingFileError, load_lighting_file
 from control.plan import Target, TargetType
 from control.program import Site, night_start
 from control.state import list_lamp_states
 from control.store import NotFound, get_program, group_devices, lamps_of, load_plan
 from devices.registry.db import transaction
-from pharos.cli.common import ActorOption, actor_name, fail, opened_runtime, render_table
+from devices.registry.models import Group
+from pharos.cli.common import (
+    ActorOption,
+    actor_name,
+    fail,
+    opened_runtime,
+    render_table,
+    report_file_error,
+)
 from pharos.runtime import Runtime
 from pharos_core.clock import SystemClock
 
@@ -43,19 +51,23 @@ def _site(runtime: Runtime) -> Site:
 
 @app.command("load")
 def load(ctx: typer.Context, path: Path) -> None:
-    """Store the programs, calendars and assignments of a YAML file, all or nothing."""
+    """Store the programs, calendars and assignments of a YAML file, all or nothing.
+
+    Every problem is printed as FILE:LINE: FIELD: REASON, all of them in one run
+    (an impossible date, a step out of order, a program, calendar or group not known).
+    """
     try:
-        lighting = parse_lighting_file(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         fail(f"{path}: {exc.strerror or exc}")
-    except LightingFileError as exc:
-        fail(f"{path}: " + f"\n{path}: ".join(exc.problems))
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start})")
     with opened_runtime(ctx) as runtime:
         try:
             with transaction(runtime.sessions) as session:
-                apply_lighting_file(session, lighting, _site(runtime))
+                lighting = load_lighting_file(session, text, str(path), _site(runtime))
         except LightingFileError as exc:
-            fail(f"{path}: " + f"\n{path}: ".join(exc.problems))
+            report_file_error(exc, "nothing was stored")
     typer.echo(
         f"{len(lighting.programs)} programs, {len(lighting.calendars)} calendars, "
         f"{len(lighting.assignments)} assignments stored"
@@ -169,6 +181,11 @@ def energy(
                 chosen = get_program(session, program)
             except NotFound as exc:
                 fail(f"--program: {exc}")
+        unknown = [g for g in dict.fromkeys(group) if session.get(Group, g) is None]
+        if unknown:
+            names = ", ".join(repr(g) for g in unknown)
+            fail(f"--group: unknown group{'s' if len(unknown) > 1 else ''} {names} "
+                 "(`pharos groups list` shows them)")  # fmt: skip
         plan = load_plan(session, site, night_start(site, first))
         rows = []
         for group_id in group:

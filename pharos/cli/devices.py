@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -295,6 +296,7 @@ def import_csv(
         )
         for error in exc.errors:
             typer.echo(f"  {error}", err=True)
+        _hint_missing_groups(exc)
         raise typer.Exit(EXIT_FAILED) from None
     except OSError as exc:
         fail(f"cannot write the secrets file, nothing was imported: {exc}")
@@ -306,6 +308,24 @@ def import_csv(
         typer.echo(f"{len(outcome.credentials)} MQTT secrets written to {secrets_out} (mode 0600)")
     elif outcome.credentials:
         _print_secrets(outcome.credentials)
+
+
+def _hint_missing_groups(exc: CsvImportError) -> None:
+    """The groups the file names that do not exist, and the commands that create them."""
+    missing = sorted(
+        {
+            found
+            for error in exc.errors
+            if error.column == "groups"
+            for found in re.findall(r"no group '([^']+)'", error.reason)
+        }
+    )
+    if missing:
+        typer.echo(
+            f"groups missing ({len(missing)}): {', '.join(missing)}; create them first:", err=True
+        )
+        for group_id in missing:
+            typer.echo(f"  pharos groups create {group_id} --name {group_id!r}", err=True)
 
 
 def _read_inventory(file: Path) -> str:

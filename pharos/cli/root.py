@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pharos.cli import admin, control, devices, grafana, ingest, rules, sim
+from pharos.cli import admin, control, devices, grafana, groups, ingest, rules, sim
 from pharos.cli.common import CliState, opened_runtime, settings_of
 from pharos.database import upgrade
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(admin.db_app, name="db")
 app.add_typer(devices.app, name="devices")
+app.add_typer(groups.app, name="groups")
 app.add_typer(admin.apikeys_app, name="apikeys")
 app.add_typer(admin.broker_app, name="broker")
 app.add_typer(sim.app, name="sim")
@@ -116,13 +117,24 @@ def demo(
         float,
         typer.Option(min=1, help="Simulated seconds per real second (60: a day in 24 minutes)."),
     ] = 60.0,
+    broker_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="The demo broker's port on 127.0.0.1; when it is in use, a free one "
+            "(the banner prints which).",
+        ),
+    ] = 18830,
 ) -> None:
     """Start a broker, a database, a simulated Cần Thơ fleet, ingest and the API, here.
 
     Needs Mosquitto installed (apt-get install mosquitto). Prints where the API is and
     an admin API key, then a progress line every 10 s; stops with Ctrl-C or after
     --duration seconds. Its files live under data_dir/demo; telemetry goes to the
-    embedded store (or InfluxDB when influx.url is set).
+    embedded store (or InfluxDB when influx.url is set). It writes
+    data_dir/demo/pharos.toml: run any command on the running demo with
+    `pharos --config var/demo/pharos.toml …` (never the system broker's files).
 
     Example: pharos demo --duration 300 --devices 1000
     """
@@ -130,7 +142,9 @@ def demo(
 
     run_demo(
         settings_of(ctx),
-        DemoOptions(duration_s=duration, devices=devices, accelerate=accelerate),
+        DemoOptions(
+            duration_s=duration, devices=devices, accelerate=accelerate, broker_port=broker_port
+        ),
     )
 
 

@@ -12,15 +12,23 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from pharos.cli.common import fail, opened_runtime
+from devices.registry.db import make_engine, make_session_factory
+from devices.registry.models import Device, Group
+from pharos.cli.common import fail, opened_runtime, settings_of
+from pharos.database import current_revision, head_revision
+from pharos_core.source_file import yaml_with_lines
 from rules.backtest import BacktestResult, backtest
 from rules.catalog import StaticCatalog, load_facts
 from rules.derived import SunTimes
-from rules.spec import RuleFileError, load_rule_files
+from rules.names import KnownNames, unknown_names
+from rules.spec import RuleFileError, load_rule_files, parse_rule_text
 from telemetry.store import QueryError
 
 app = typer.Typer(
@@ -31,18 +39,59 @@ FilesArgument = Annotated[list[Path], typer.Argument(help="Rule files (YAML).", 
 
 
 @app.command("check")
-def check(files: FilesArgument) -> None:
+def check(ctx: typer.Context, files: FilesArgument) -> None:
     """Validate rule files; every problem as file:line: field: reason.
+
+    The groups, devices and districts the rules name must exist: districts are those
+    of the settings (site.districts); groups and devices are looked up in the
+    registry database when it is there (otherwise the check says it skipped them).
 
     Example: pharos rules check rules/sets/can_tho.yaml my-rules.yaml
     """
     try:
         rules = load_rule_files(files)
     except RuleFileError as exc:
-        for line in exc.lines():
-            typer.echo(line, err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"ok: {len(rules)} rule(s) in {len(files)} file(s)")
+        _report(exc.lines())
+    known, note = _known_names(ctx)
+    problems: list[str] = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        _, lines = yaml_with_lines(text, str(path))
+        issues = unknown_names(parse_rule_text(text, str(path)), known, lines)
+        problems += [issue.text(str(path)) for issue in issues]
+    if problems:
+        _report(problems)
+    typer.echo(f"ok: {len(rules)} rule(s) in {len(files)} file(s){note}")
+
+
+def _report(lines: list[str]) -> NoReturn:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(1)
+
+
+def _known_names(ctx: typer.Context) -> tuple[KnownNames, str]:
+    """The names that exist, and a note when the registry could not be asked (read
+    only: a SQLite file that is not there is not created)."""
+    settings = settings_of(ctx)
+    districts = settings.site.districts
+    skipped = " (groups and devices not checked: {})"
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return KnownNames(districts=districts), skipped.format(f"no database {url.database}")
+    engine = make_engine(settings.database.url)
+    try:
+        if current_revision(engine) != head_revision():
+            return KnownNames(districts=districts), skipped.format("the database is not migrated")
+        with make_session_factory(engine)() as session:
+            groups = set(session.scalars(select(Group.id)))
+            devices = set(session.scalars(select(Device.id)))
+        return KnownNames(groups, devices, districts), ""
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return KnownNames(districts=districts), skipped.format(reason)
+    finally:
+        engine.dispose()
 
 
 def _when(text: str, option: str) -> datetime:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from pharos.cli.common import settings_of
+from pharos.cli.common import fail, report_file_error, settings_of
+from pharos_core.source_file import FileError
 
 if TYPE_CHECKING:
     from firmware_sim.fleet import FleetCounters
@@ -92,4 +93,11 @@ def run(
         )  # fmt: skip
         typer.echo(("\n" if interactive else "") + "stopped: " + final.progress_line())
 
-    asyncio.run(main())
+    from firmware_sim.scenario import ScenarioError
+
+    try:
+        asyncio.run(main())
+    except FileError as exc:
+        report_file_error(exc, "nothing was run")
+    except ScenarioError as exc:
+        fail(str(exc))

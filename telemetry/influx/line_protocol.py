@@ -20,6 +20,7 @@ device and time always give the same series and timestamp: a replay overwrites.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,10 +64,29 @@ def timestamp(when: datetime, precision: Precision = "ns") -> int:
 
 def encode_point(point: Point, precision: Precision = "ns") -> str:
     """One line of line protocol (no trailing newline), or ``LineProtocolError``."""
-    measurement = _measurement(point.measurement)
-    tags = "".join(f",{_key('tag key', k)}={_tag_value(k, v)}" for k, v in _tags(point.tags))
+    series = _series_key(point.measurement, tuple(point.tags.items()))
     fields = _fields(point.fields)
-    return f"{measurement}{tags} {fields} {timestamp(point.time, precision)}"
+    return f"{series} {fields} {timestamp(point.time, precision)}"
+
+
+# Series keys and field keys repeat (a fleet's devices, a kind's metrics): each is
+# checked and escaped once. Bounded; an error is raised each time (lru_cache keeps
+# only results).
+_SERIES_CACHE = 200_000
+_FIELD_KEY_CACHE = 10_000
+
+
+@functools.lru_cache(maxsize=_SERIES_CACHE)
+def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """``measurement,tag=value,...`` checked and escaped, tags in InfluxDB's order."""
+    escaped = _measurement(measurement)
+    ordered = sorted((k, v) for k, v in tags if v != "")
+    return escaped + "".join(f",{_key('tag key', k)}={_tag_value(k, v)}" for k, v in ordered)
+
+
+@functools.lru_cache(maxsize=_FIELD_KEY_CACHE)
+def _field_key(name: str) -> str:
+    return _key("field key", name)
 
 
 def encode_points(points: Iterable[Point], precision: Precision = "ns") -> EncodedBatch:
@@ -131,10 +151,6 @@ def field_types(line: str) -> dict[str, str]:
 # --- encoding ---------------------------------------------------------------------------
 
 
-def _tags(tags: Mapping[str, str]) -> list[tuple[str, str]]:
-    return sorted((k, v) for k, v in tags.items() if v != "")
-
-
 def _measurement(name: str) -> str:
     _check_name("measurement", name)
     if name.startswith("#"):
@@ -170,10 +186,15 @@ def _check_name(part: str, name: str) -> None:
 def _fields(fields: Mapping[str, FieldValue | str]) -> str:
     if not fields:
         raise LineProtocolError("fields: a point needs at least one field")
-    return ",".join(f"{_key('field key', k)}={_field_value(k, v)}" for k, v in fields.items())
+    return ",".join([f"{_field_key(k)}={_field_value(k, v)}" for k, v in fields.items()])
 
 
 def _field_value(key: str, value: FieldValue | str) -> str:
+    kind = type(value)
+    if kind is float:  # the common case first; exact types (a bool is an int)
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise LineProtocolError(f"field {key!r}: {value} cannot be stored (not finite)")
+        return repr(value)
     # bool before int: bool is a subclass of int.
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -1,6 +1,6 @@
 """The InfluxDB writer: points in, durably out (InfluxDB, or the spool until it is back).
 
-``InfluxWriter`` is the ``PointSink`` of ingest. ``submit`` returns once its points
+``InfluxWriter.submit`` is the ``PointSink`` of ingest: it returns once its points
 are durable: stored by InfluxDB, dead-lettered with a reason, or appended to the
 spool; only then may ingest acknowledge the reading to the broker. It raises
 ``SpoolFull`` when InfluxDB is away and the spool has no room (ingest stops
@@ -210,7 +210,7 @@ class InfluxWriter:
             await asyncio.gather(*futures)
 
     async def write(self, points: Sequence[Point]) -> None:
-        """``PointSink.write``: the same as ``submit``."""
+        """The same as ``submit`` (the name the stores use)."""
         await self.submit(points)
 
     @property

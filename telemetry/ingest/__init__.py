@@ -8,10 +8,12 @@
   writer or the embedded store), the dead-letter store and the device twin.
 """
 
+from pharos_core.mqtt import MqttError
 from telemetry.ingest.directory import DeviceDirectory, DeviceInfo
-from telemetry.ingest.mqtt import MqttConfigurationError, MqttError, MqttOptions, MqttSubscriber
+from telemetry.ingest.mqtt import MqttConfigurationError, MqttOptions, MqttSubscriber
 from telemetry.ingest.mqtt_codec import InboundMessage
 from telemetry.ingest.parsing import (
+    FirstSeenTimes,
     ParsedTelemetry,
     StateReport,
     StatusReport,
@@ -24,7 +26,6 @@ from telemetry.ingest.service import (
     IngestService,
     IngestStats,
     ParsedBatch,
-    Submit,
     TwinSink,
     counted,
     subscriptions,
@@ -33,6 +34,7 @@ from telemetry.ingest.service import (
 __all__ = [
     "DeviceDirectory",
     "DeviceInfo",
+    "FirstSeenTimes",
     "InboundMessage",
     "IngestObserver",
     "IngestOptions",
@@ -46,7 +48,6 @@ __all__ = [
     "ParsedTelemetry",
     "StateReport",
     "StatusReport",
-    "Submit",
     "TimestampPolicy",
     "TwinSink",
     "counted",

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, device_groups
+from pharos_core.lifecycle import ServiceTasks
 from telemetry.periodic import repeat_every
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,12 @@ class DeviceDirectory:
         self._devices: dict[str, DeviceInfo] = {}
         self._misses: OrderedDict[str, float] = OrderedDict()  # id → when found missing
         self._lookup_lock = asyncio.Lock()
-        self._group: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        self._tasks = ServiceTasks(self._stopping)
 
     async def __aenter__(self) -> Self:
         await self.refresh()
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        group.create_task(self._refresh_periodically(), name="device-directory-refresh")
-        self._group = group
+        await self._tasks.start(("device-directory-refresh", self._refresh_periodically()))
         return self
 
     async def __aexit__(
@@ -97,10 +95,7 @@ class DeviceDirectory:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        group, self._group = self._group, None
-        if group is not None:
-            await group.__aexit__(exc_type, exc, tb)
+        await self._tasks.stop(exc_type, exc, tb)
 
     def __len__(self) -> int:
         return len(self._devices)

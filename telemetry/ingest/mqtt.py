@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pharos_core.mqtt import MqttError  # the connection failed or broke; it reconnects
 from telemetry.ingest.mqtt_codec import (
     DISCONNECT_NORMAL,
     PINGREQ,
@@ -67,10 +68,6 @@ MessageHandler = Callable[[list[InboundMessage]], None]
 _PERMANENT_REFUSALS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SUBSCRIBE_PACKET_ID = 1
 _SESSION_TAKEN_OVER = 0x8E
-
-
-class MqttError(Exception):
-    """The connection failed or broke; the subscriber reconnects."""
 
 
 class MqttConfigurationError(MqttError):

@@ -112,6 +112,7 @@ class InboundMessage:
     mid: int
     received_us: int
     connection: int
+    dup: bool = False  # the broker's DUP flag: it sent this message before (a redelivery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +330,8 @@ def _publish(buf: bytearray, first: int, start: int, end: int) -> InboundMessage
     index += properties_length
     if index > end or topic_end > end:
         raise ProtocolError("PUBLISH is shorter than its headers")
-    return InboundMessage(topic, bytes(buf[index:end]), qos, bool(first & 0x01), mid, 0, 0)
+    retain, dup = bool(first & 0x01), bool(first & 0x08)
+    return InboundMessage(topic, bytes(buf[index:end]), qos, retain, mid, 0, 0, dup)
 
 
 def _control(first: int, body: bytes) -> ControlPacket:

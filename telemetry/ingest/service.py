@@ -18,6 +18,15 @@ batcher and the acker. The path of a message:
    point leaves them with the broker, which sends them again: duplicates land on the
    same point (same device and time), nothing is lost.
 
+No message can stop the worker: parsing is bounded (``parsing``), and should it raise
+anyway (a bug), that one message becomes a dead letter ``internal: <ExceptionType>``
+(logged with its traceback), is acknowledged once the letter is stored, and the
+rest of its unit goes on. Dead letters pass a per-device rate limit
+(``DeadLetterLimiter``) before the store, and are counted per reason class in
+``TelemetryMetrics`` (``pharos_dead_letters_total{reason=...}``) whether stored or
+counted by the limit. A reading without ``ts`` takes the time it was first received
+(``FirstSeenTimes``), so a redelivered copy lands on the same point.
+
 Failures while storing are retried with back-off and never acknowledged meanwhile:
 ``SpoolFull`` (InfluxDB away and the spool full) stops the flow — units stay in
 flight, the batcher waits for a free slot, the inbox fills, reading pauses and the
@@ -52,15 +61,19 @@ from typing import Protocol, Self
 from devices.wire import Channel, DeviceState, DeviceStatus
 from devices.wire.topics import parse_device_topic, subscription
 from pharos_core.clock import Clock, SystemClock
+from pharos_core.points import PointSink
+from telemetry.deadletters import DeadLetterLimiter, RateLimit, reason_class
 from telemetry.influx.client import InfluxConfigurationError
 from telemetry.ingest.directory import DeviceDirectory
 from telemetry.ingest.mqtt import MqttOptions, MqttSubscriber
 from telemetry.ingest.mqtt_codec import InboundMessage
 from telemetry.ingest.parsing import (
+    FirstSeenTimes,
     StateReport,
     StatusReport,
     TimestampPolicy,
     device_id_of,
+    internal_letter,
     parse_message,
 )
 from telemetry.metrics import TelemetryMetrics
@@ -69,7 +82,6 @@ from telemetry.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Point]], Awaitable[None]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PARSE_SLICE = 500  # messages parsed between two yields to the event loop
 _TOPIC_CACHE = 300_000  # parsed topics kept: three per device of a 100,000-device fleet
@@ -131,6 +143,8 @@ class IngestOptions:
     stop_timeout_s: float = 30.0
     stats_interval_s: float | None = 60.0
     lag_samples: int = 50_000
+    dead_letter_limit: RateLimit = field(default_factory=RateLimit)
+    first_seen_entries: int = 200_000
 
     @classmethod
     def from_settings(cls, telemetry: IngestSettingsLike, **overrides: object) -> IngestOptions:
@@ -167,7 +181,9 @@ class IngestStats:
     messages: int = 0  # MQTT messages received (every channel)
     readings: int = 0  # telemetry messages received
     points: int = 0  # points stored (or spooled)
-    dead_letters: int = 0
+    dead_letters: int = 0  # stored (summaries of rate-limited bursts included)
+    dead_letters_suppressed: int = 0  # counted by the per-device rate limit instead
+    internal_errors: int = 0  # messages whose parsing raised (dead-lettered as internal)
     statuses: int = 0
     states: int = 0
     observer_errors: int = 0  # observers (the rules engine) that raised
@@ -191,6 +207,7 @@ class _Unit:
     letters: list[DeadLetter] = field(default_factory=list)
     statuses: list[StatusReport] = field(default_factory=list)
     states: list[StateReport] = field(default_factory=list)
+    newest: datetime = _EPOCH  # the last message's receive time
     stored: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -222,7 +239,7 @@ class IngestService:
         self,
         mqtt: MqttOptions,
         *,
-        submit: Submit,
+        submit: PointSink,
         dead_letters: DeadLetterSink,
         twin: TwinSink,
         directory: DeviceDirectory,
@@ -257,6 +274,8 @@ class IngestService:
             self._options.max_in_flight + 1
         )
         self._stats = IngestStats()
+        self._limiter = DeadLetterLimiter(self._options.dead_letter_limit)
+        self._first_seen = FirstSeenTimes(self._options.first_seen_entries)
         self._lags = _Lags(self._options.lag_samples)
         self._stopping = False
         self._paused = False
@@ -295,15 +314,21 @@ class IngestService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        group, self._group = self._group, None
-        if group is None:
+        group = self._group
+        if group is None or self._done.is_set():
             return
+        # The group stays open while stopping gracefully: the batcher still starts a
+        # store task per unit left in the inbox (clearing it first made that fail, and
+        # the failure cancelled this very stop).
         if exc is None:
             await self._stop_gracefully()
         else:
             self._subscriber.stop()  # leaving on an error: nothing more is acknowledged
         self._done.set()
-        await group.__aexit__(exc_type, exc, tb)
+        try:
+            await group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._group = None
 
     async def _stop_gracefully(self) -> None:
         self._begin_stop()
@@ -317,7 +342,21 @@ class IngestService:
             )
             for task in list(self._tasks):
                 task.cancel()
+        else:
+            await self._flush_summaries()
         self._subscriber.stop()
+
+    async def _flush_summaries(self) -> None:
+        """Store the counts of bursts still being rate-limited: they end with the service."""
+        summaries = self._limiter.flush()
+        if not summaries:
+            return
+        try:
+            async with asyncio.timeout(self._options.stop_timeout_s):
+                await self._dead_letters.put(summaries)
+            self._stats.dead_letters += len(summaries)
+        except Exception:
+            log.exception("ingest: %d rate-limit summaries not stored", len(summaries))
 
     def _begin_stop(self) -> None:
         self._stopping = True
@@ -414,9 +453,22 @@ class IngestService:
             if message.topic.endswith(_TELEMETRY_SUFFIX):
                 readings += 1
             received_at = epoch + timedelta(microseconds=message.received_us)
-            parsed = parse_message(
-                message.topic, message.payload, received_at, lookup, policy, self._topics
-            )
+            try:
+                parsed = parse_message(
+                    message.topic,
+                    message.payload,
+                    received_at,
+                    lookup,
+                    policy,
+                    self._topics,
+                    self._first_seen,
+                    message.dup,
+                )
+            except Exception as exc:  # a bug: this message is dead-lettered, not the worker
+                unit.letters.append(self._internal(message, received_at, exc))
+                continue
+            finally:
+                unit.newest = received_at
             unit.points += parsed.points
             unit.letters += parsed.dead_letters
             if parsed.status is not None:
@@ -439,6 +491,20 @@ class IngestService:
             return time.time()
         return self._clock.now().timestamp()
 
+    def _internal(
+        self, message: InboundMessage, received_at: datetime, exc: Exception
+    ) -> DeadLetter:
+        self._stats.internal_errors += 1
+        n = self._stats.internal_errors
+        if n <= 10 or n % 1000 == 0:  # a flood of one bug must not flood the log
+            log.error(
+                "ingest: parsing a message on %r raised (%d so far); dead-lettered",
+                message.topic[:200],
+                n,
+                exc_info=exc,
+            )
+        return internal_letter(message.topic, message.payload, received_at, exc)
+
     def _notify(self, unit: _Unit) -> None:
         if not self._observers or not (unit.points or unit.statuses or unit.states):
             return
@@ -458,12 +524,29 @@ class IngestService:
             self._lags.add(unit.points, self._now_s())
             self._metrics.lag_seconds = self._lags.last
             self._stats.points += len(unit.points)
-        if unit.letters:
-            await self._retrying("dead letters", self._dead_letters.put, unit.letters)
-            self._stats.dead_letters += len(unit.letters)
-            self._metrics.invalid += len(unit.letters)
+        if unit.letters or self._limiter.suppressing:
+            await self._store_letters(unit.letters, unit.newest)
         await self._record_twin(unit)
         unit.stored.set()
+
+    async def _store_letters(self, letters: Sequence[DeadLetter], now: datetime) -> None:
+        """Count each letter, store those the per-device limit admits (durably).
+
+        Also the summaries of rate-limited bursts that ended by ``now``.
+        """
+        metrics = self._metrics
+        for letter in letters:
+            metrics.count_dead_letter(letter.details.get("classes") or reason_class(letter))
+        metrics.invalid += len(letters)
+        before = self._limiter.suppressed
+        kept = self._limiter.admit(letters) if letters else self._limiter.due(now)
+        suppressed = self._limiter.suppressed - before
+        self._stats.dead_letters_suppressed += suppressed
+        metrics.dead_letters_suppressed += suppressed
+        if kept:
+            await self._retrying("dead letters", self._dead_letters.put, kept)
+            self._stats.dead_letters += len(kept)
+            metrics.dead_letters_pruned = getattr(self._dead_letters, "pruned", 0)
 
     async def _record_twin(self, unit: _Unit) -> None:
         for status in unit.statuses:
@@ -532,7 +615,7 @@ class IngestService:
             log.info("ingest stats %s", json.dumps(asdict(self.stats)))
 
 
-def counted(write: Submit, metrics: TelemetryMetrics) -> Submit:
+def counted(write: PointSink, metrics: TelemetryMetrics) -> PointSink:
     """``write`` that counts what it stored in ``metrics.written``.
 
     For a sink that does not count itself: the embedded store (the InfluxDB writer counts

@@ -120,6 +120,16 @@ class TimeSeriesStore(Protocol):
         """The ``seq`` field of the device's points, in time order."""
         ...
 
+    async def spread_by_device(
+        self, *, kind: str, metric: str, start: datetime, end: datetime
+    ) -> dict[str, float]:
+        """Per device of ``kind`` with values in the range: highest minus lowest ``metric``.
+
+        One query for the whole fleet: a cumulative counter's increase (``energy_kwh``)
+        per lamp for the energy report and the IOC summary, summed per group by the caller.
+        """
+        ...
+
 
 def to_ns(when: datetime) -> int:
     """Nanoseconds since the epoch; exact (no float rounding) for microsecond datetimes."""

@@ -163,6 +163,12 @@ class EmbeddedStore:
     async def seqs(self, device_id: str) -> list[int]:
         return await asyncio.to_thread(self._seqs, device_id)
 
+    async def spread_by_device(
+        self, *, kind: str, metric: str, start: datetime, end: datetime
+    ) -> dict[str, float]:
+        check_range(start, end)
+        return await asyncio.to_thread(self._spread, kind, metric, (to_ns(start), to_ns(end)))
+
     # -- worker-thread side -------------------------------------------------------------
 
     @contextmanager
@@ -301,6 +307,15 @@ class EmbeddedStore:
         with self._connect() as conn:
             rows = conn.execute(query, (measurement,)).fetchall()
         return [(json.loads(tags), field, from_ns(t), float(v)) for tags, field, t, v in rows]
+
+    def _spread(self, kind: str, metric: str, span: tuple[int, int]) -> dict[str, float]:
+        query = (
+            "SELECT device_id, MAX(value) - MIN(value) FROM points WHERE measurement = ? "
+            "AND metric = ? AND time_ns >= ? AND time_ns < ? GROUP BY device_id"
+        )
+        with self._connect() as conn:
+            rows = conn.execute(query, (kind, metric, *span)).fetchall()
+        return {device_id: float(spread) for device_id, spread in rows}
 
     def _seqs(self, device_id: str) -> list[int]:
         query = "SELECT value FROM points WHERE device_id = ? AND metric = ? ORDER BY time_ns"

@@ -194,6 +194,22 @@ class InfluxStore:
         rows = sorted((int(t), int(v)) for s in series_list for t, v in s.values if v is not None)
         return [seq for _t, seq in rows]
 
+    async def spread_by_device(
+        self, *, kind: str, metric: str, start: datetime, end: datetime
+    ) -> dict[str, float]:
+        check_range(start, end)
+        where = _where(Selection(kind=kind), start=to_ns(start), end=to_ns(end))
+        (series_list,) = await self.query(
+            f"SELECT spread({quote_ident(metric)}) FROM {quote_ident(kind)}{where} "
+            f"GROUP BY {quote_ident('device_id')}"
+        )
+        return {
+            series.tags.get("device_id", ""): float(_number(value))
+            for series in series_list
+            for _t, value in series.values
+            if value is not None
+        }
+
     # -- InfluxQL over HTTP -------------------------------------------------------------
 
     async def query(self, *statements: str) -> list[list[Series]]:

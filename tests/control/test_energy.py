@@ -99,3 +99,24 @@ async def test_measured_beside_projected_and_the_csv() -> None:
     rows = list(csv.DictReader(io.StringIO(to_csv([both]))))
     assert rows[0]["group"] == "street" and float(rows[0]["projected_kwh"]) == 0.8
     assert float(rows[0]["measured_kwh"]) == 0.75
+
+
+async def test_measured_compares_only_the_nights_that_were_measured() -> None:
+    """Two nights, telemetry for the first only: the measured figures (and their
+    baseline) are that night's, and the row says 1 of 2 nights was measured."""
+    lamps = [Lamp("a", 100.0)]
+    first, second = date(2026, 6, 21), date(2026, 6, 22)
+    projected = project_group("street", lamps, first, second, SITE, SETTINGS, program=FIXED)
+    one_night = project_group("street", lamps, first, first, SITE, SETTINGS, program=FIXED)
+
+    async def measured(ids, start, end):  # type: ignore[no-untyped-def]
+        return 0.75 if start.date() == first else None
+
+    both = await with_measured(projected, lamps, SITE, SETTINGS, measured)
+    assert (both.nights, both.measured_nights) == (2, 1)
+    assert both.measured is not None
+    assert both.measured.baseline_kwh == one_night.projected.baseline_kwh
+    assert both.measured.baseline_kwh < both.projected.baseline_kwh
+    assert both.measured.saved_kwh == round(one_night.projected.baseline_kwh - 0.75, 4)
+    (row,) = list(csv.DictReader(io.StringIO(to_csv([both]))))
+    assert (row["nights"], row["measured_nights"]) == ("2", "1")

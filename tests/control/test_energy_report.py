@@ -13,9 +13,10 @@ from astral.sun import sunrise, sunset
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.energy import EnergySettings
-from control.energy_report import DerivedPoint, EnergyReporter, dark_hours_so_far
+from control.energy_report import EnergyReporter, dark_hours_so_far
 from control.program import Site
 from pharos_core.clock import SteppedClock
+from pharos_core.points import Point
 from tests.control.helpers import register_lamps
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -40,14 +41,14 @@ async def test_the_reporter_writes_one_point_per_group_at_local_midnight(
     register_lamps(sessions, "hoa-binh", ["l-1", "l-2"], rated_power_w=100.0)
     now = datetime(2026, 6, 21, 21, 0, tzinfo=LOCAL)
     clock = SteppedClock(now)
-    written: list[DerivedPoint] = []
+    written: list[Point] = []
     asked: list[tuple[list[str], datetime, datetime]] = []
 
     async def measured(ids: Sequence[str], start: datetime, end: datetime) -> float | None:
         asked.append((list(ids), start, end))
         return 0.5
 
-    async def submit(points: Sequence[DerivedPoint]) -> None:
+    async def submit(points: Sequence[Point]) -> None:
         written.extend(points)
 
     settings = EnergySettings()

@@ -29,7 +29,7 @@ from control.state import list_lamp_states, upsert_lamp_state
 from control.store import add_override, assign, save_calendar, save_program
 from devices.registry.db import transaction
 from devices.wire.commands import LampProgram, ProgramStep
-from firmware_sim.mqtt_device import MqttHub
+from firmware_sim.mqtt.hub import MqttHub
 from firmware_sim.physics.lamp import LampModel
 from pharos_core.clock import SteppedClock
 from tests.control.helpers import LAT, LON, command_service, register_lamps, wait_reported
@@ -238,6 +238,40 @@ async def test_an_override_wins_then_the_program_takes_over_again(
         (start + timedelta(minutes=30), 30.0),  # the override wins
         (start + timedelta(minutes=75), 100.0),  # and ends: back to the program
     ]
+
+
+async def test_a_program_edited_under_its_id_reaches_the_lamps_running_it(
+    accounts: Accounts, sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    set_up_city(sessions)
+    start = datetime(2026, 6, 21, 20, 0, tzinfo=LOCAL)
+    clock = SteppedClock(start)
+    models = lamps()
+    edited = ProgramSpec(
+        id="default",
+        name="Default, dimmer",
+        steps=[ProgramStep(event="sunset", offset_minutes=-10, level=60),
+               ProgramStep(event="sunrise", offset_minutes=10, level=0)],
+    )  # fmt: skip
+    async with (
+        running(accounts, models, clock) as (hub, _),
+        backend(accounts, sessions, engine, clock) as (service, scheduler),
+    ):
+        await drive(clock, hub, scheduler, service, start)
+        assert all(m.program.steps[0].level == 100 for m in models)
+        with transaction(sessions) as session:
+            save_program(session, edited, SITE)
+        scheduler.plan_changed()
+        await scheduler.reached(clock.now())
+        await service.flushed()
+        await hub.wait_calm()
+        await drive(clock, hub, scheduler, service, start + timedelta(minutes=1))
+    assert all(m.program == edited.lamp_program() for m in models)
+    with transaction(sessions) as session:
+        actions = session.scalars(
+            select(CommandRow.action).where(CommandRow.source == "schedule")
+        ).all()
+    assert actions.count("set_program") == 2  # at start, and after the edit
 
 
 class _Recorded:

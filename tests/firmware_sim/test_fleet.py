@@ -43,7 +43,7 @@ from firmware_sim.fleet import (
     apply_events,
     evening_high_tide,
 )
-from firmware_sim.mqtt_device import WireOptions
+from firmware_sim.mqtt.link import WireOptions
 from firmware_sim.physics.factory import build_model
 from firmware_sim.scenario import (
     DeviceSpec,

@@ -38,15 +38,10 @@ from devices.wire import (
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import drive_stepped_clock
 from firmware_sim.model import Ack, MetricValue
-from firmware_sim.mqtt_device import (
-    BrokerAddress,
-    LinkState,
-    MqttDevice,
-    MqttHub,
-    WireOptions,
-    encode_plain,
-    encode_senml,
-)
+from firmware_sim.mqtt.device import MqttDevice
+from firmware_sim.mqtt.encoding import encode_plain, encode_senml
+from firmware_sim.mqtt.hub import BrokerAddress, MqttHub
+from firmware_sim.mqtt.link import LinkState, WireOptions
 from pharos.broker_process import MosquittoProcess
 from pharos_core.clock import SteppedClock
 from tests.fixtures.broker import MqttProbe, Received

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from devices.wire.commands import LampProgram, ProgramStep
-from firmware_sim.program import DEFAULT_PROGRAM, ProgramError, ProgramRunner
+from devices.wire.commands import DEFAULT_PROGRAM, LampProgram, ProgramStep
+from firmware_sim.program import ProgramError, ProgramRunner
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 CAN_THO = (10.0452, 105.7469)

@@ -220,8 +220,10 @@ def test_a_bad_file_names_the_file_and_the_field(
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
     message = str(caught.value)
-    assert str(path) in message
-    assert f"  {where}:" in message or f"  {where}." in message, message
+    # file:line: field: reason, the line being the field's (or its item's) own
+    assert re.search(rf"^{re.escape(str(path))}:\d+: {re.escape(where)}[:.\[]", message, re.M), (
+        message
+    )
 
 
 def test_unreadable_files_are_scenario_errors(tmp_path: Path) -> None:

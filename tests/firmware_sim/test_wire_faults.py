@@ -24,7 +24,7 @@ from devices.wire import (
     validate_metrics,
 )
 from firmware_sim.faults import Fault, FaultConfig
-from firmware_sim.mqtt_device import LinkState
+from firmware_sim.mqtt.link import LinkState
 from firmware_sim.wire_faults import (
     UNKNOWN_METRIC,
     WRONG_NUMBER,

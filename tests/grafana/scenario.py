@@ -41,12 +41,12 @@ from astral.sun import sun
 from sqlalchemy import select
 
 from control.energy import EnergySettings
-from control.energy_report import DerivedPoint, EnergyReporter
+from control.energy_report import EnergyReporter
 from control.program import Site
 from devices.registry.models import GroupType
 from devices.registry.schemas import DeviceUpdate, GroupCreate
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec, expand, load_scenario
 from pharos.api.routes.energy import store_measured_kwh
 from pharos.broker_process import MosquittoProcess, find_mosquitto
@@ -56,6 +56,7 @@ from pharos.services import TelemetryOptions, TelemetryServices
 from pharos.settings import BrokerSettings, DatabaseSettings, InfluxSettings, Settings
 from pharos.simulate import provision_scenario, wait_for_accounts
 from pharos_core.clock import SteppedClock, SystemClock
+from pharos_core.points import PointSink
 from rules.alerts import AlertStore
 from rules.aqi import hourly_aqi
 from rules.catalog import DeviceCatalog
@@ -63,7 +64,8 @@ from rules.derived import SunTimes
 from rules.service import RulesService
 from rules.settings import RulesSettings
 from telemetry.fleet_stats import FleetStatsWriter
-from telemetry.ingest import MqttOptions, Submit
+from telemetry.influx.retention import backfill_hourly
+from telemetry.ingest import MqttOptions
 from telemetry.models import DeviceStatusRow
 from telemetry.points import Point
 from tests.fixtures.influx import InfluxDB
@@ -124,7 +126,7 @@ class _Sink:
     """The writer's submit, once the services run; remembers who wrote which measurement."""
 
     def __init__(self) -> None:
-        self.target: Submit | None = None
+        self.target: PointSink | None = None
         self.seen: set[str] = set()
 
     async def submit(self, points: Sequence[Point]) -> None:
@@ -132,7 +134,7 @@ class _Sink:
         self.seen |= {p.measurement for p in points}
         await self.target(points)
 
-    async def submit_derived(self, points: Sequence[DerivedPoint]) -> None:
+    async def submit_derived(self, points: Sequence[Point]) -> None:
         """Control's points, shaped like telemetry's (control does not import telemetry)."""
         await self.submit(
             [Point(p.measurement, dict(p.tags), dict(p.fields), p.time) for p in points]
@@ -395,7 +397,7 @@ async def fill_city(broker: MosquittoProcess, influx_url: str, database: str, ro
             ingest_secret = await asyncio.to_thread(_group_devices, runtime, specs)
             await wait_for_accounts(address, {INGEST: ingest_secret})
             options = TelemetryOptions(
-                meters_refresh_s=0.2, stats_interval_s=None, setup_retention=False
+                meters_refresh_s=0.2, stats_interval_s=None, setup_retention=True
             )
             mqtt = MqttOptions(broker.host, broker.port, INGEST, ingest_secret, keepalive_s=10)
             sink = _Sink()
@@ -437,6 +439,11 @@ async def fill_city(broker: MosquittoProcess, influx_url: str, database: str, ro
                 30,
                 "derived points in InfluxDB",
             )
+        # The hourly rollup of everything written, as the continuous query makes it
+        # hour by hour (the lighting board reads it).
+        await backfill_hourly(
+            influx_url, database, scenario.start - timedelta(hours=1), datetime.now(UTC)
+        )
     finally:
         await asyncio.to_thread(runtime.close)
     window_start = scenario.start.astimezone(TZ).replace(hour=0, minute=0)

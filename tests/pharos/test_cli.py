@@ -134,12 +134,12 @@ def test_import_help_names_every_column(env: dict[str, str]) -> None:
     assert all(column in stdout for column in COLUMNS)
 
 
-def test_broken_setting_exits_2_naming_the_field(
+def test_broken_setting_exits_1_naming_the_variable_and_field(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PHAROS_API__PORT", "abc")
-    stderr = failed(2, "devices", "list")
-    assert "api.port" in stderr
+    stderr = failed(1, "devices", "list")
+    assert "PHAROS_API__PORT: api.port: Input should be a valid integer" in stderr
 
 
 def test_config_file_is_read_and_environment_wins(
@@ -154,11 +154,32 @@ def test_config_file_is_read_and_environment_wins(
     assert "from-env.db" in ok("--config", str(config), "db", "upgrade")
 
 
-def test_missing_or_broken_config_file_exits_2(env: dict[str, str], tmp_path: Path) -> None:
-    assert "does not exist" in failed(2, "--config", str(tmp_path / "nope.yaml"), "db", "upgrade")
+def test_missing_or_broken_config_file_exits_1_with_file_line_field(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert f"{missing}: file: the config file does not exist" in failed(
+        1, "--config", str(missing), "db", "upgrade"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('# settings\n[api]\nport = 0\n\n[broker]\ncolour = "blue"\nport = "x"\n')
+    stderr = failed(1, "--config", str(bad), "devices", "list")
+    assert stderr.splitlines() == [
+        f"{bad}: 3 problems, nothing was done:",
+        f"{bad}:3: api.port: Input should be greater than or equal to 1",
+        f"{bad}:6: broker.colour: Extra inputs are not permitted",
+        f"{bad}:7: broker.port: Input should be a valid integer, unable to parse string as an "
+        "integer",
+    ]
     broken = tmp_path / "broken.toml"
-    broken.write_text("[api]\nport = 0\n")
-    assert "api.port" in failed(2, "--config", str(broken), "devices", "list")
+    broken.write_text("[api]\nport = 1\n[broker\n")
+    stderr = failed(1, "--config", str(broken), "devices", "list")
+    assert f"{broken}:3: toml: not valid TOML: " in stderr
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("api:\n  port: [1,\n")
+    assert f"{broken_yaml}:3: yaml: not valid YAML: " in failed(
+        1, "--config", str(broken_yaml), "devices", "list"
+    )
 
 
 def test_commands_before_db_upgrade_say_so(env: dict[str, str]) -> None:

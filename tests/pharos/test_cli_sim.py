@@ -54,3 +54,29 @@ def test_scenario_names_and_acceleration(tmp_path: Path) -> None:
         parse_acceleration("0")
     with pytest.raises(typer.BadParameter, match="factor"):
         parse_acceleration("fast")
+
+
+def test_a_bad_scenario_file_lists_every_problem_at_its_line(tmp_path: Path) -> None:
+    """As a user types it (subprocess, the real CLI): no traceback, exit 1, each problem
+    ``file:line: field: reason``, all of them at once."""
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text(
+        "name: bad\nseed: x\nduration: 1h\nstart: '2027-02-30T17:00:00+07:00'\n"
+        "districts:\n  - {name: Ninh Kiều, code: nk, centre: [10.03, 105.78], colour: red}\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHAROS_")}
+    env["PHAROS_DATABASE__URL"] = f"sqlite:///{tmp_path / 'pharos.db'}"
+    command = [sys.executable, "-c", "from pharos.cli import main; main()", "sim", "run",
+               str(scenario)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"{scenario}: 3 problems, nothing was run:",
+        f"{scenario}:2: seed: Input should be a valid integer, unable to parse string as an "
+        "integer",
+        f"{scenario}:4: start: Input should be a valid datetime or date, day value is outside "
+        "expected range",
+        f"{scenario}:6: districts[0].colour: Extra inputs are not permitted",
+    ]

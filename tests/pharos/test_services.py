@@ -20,7 +20,7 @@ import pytest
 
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import expand, load_scenario
 from pharos.broker_process import MosquittoProcess
 from pharos.cli.sim import scenario_path

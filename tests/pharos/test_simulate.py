@@ -19,7 +19,7 @@ from devices.registry.models import BrokerAccountRow, Device
 from devices.wire import Channel, DeviceKind, WordOrder, parse_device_topic, parse_reading
 from devices.wire.topics import subscription
 from firmware_sim.fleet import FleetCounters, ModbusEndpoint
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import expand, load_scenario
 from pharos.broker_process import MosquittoProcess
 from pharos.database import upgrade

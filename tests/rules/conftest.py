@@ -3,12 +3,12 @@
 ``Bed`` registers a scenario's MQTT devices in the registry, which writes the broker's
 accounts (the modules using it run on SQLite; the alert store is tested on both
 databases in ``test_alerts``). ``pipeline`` runs the device catalog, ingest (into the
-embedded store, with the rules service as its observer), the alert store, and rules'
-own broker session publishing alerts and commands. ``Pipeline.run`` steps the fleet's
-clock in slices and waits after each until ingest has every reading, the rules are
-idle and every command sent has been acknowledged by its device, so what the lamps do
-follows from the rules deterministically. An ``AlertWatcher`` listens on
-``pharos/v1/alerts`` as the IOC.
+embedded store, with the rules service as its observer), the alert store, rules' own
+broker session publishing alerts, and control's command service sending rules'
+commands. ``Pipeline.run`` steps the fleet's clock in slices and waits after each until
+ingest has every reading, the rules are idle and every command sent has been answered
+by its device, so what the lamps do follows from the rules deterministically. An
+``AlertWatcher`` listens on ``pharos/v1/alerts`` as the IOC.
 """
 
 from __future__ import annotations
@@ -26,18 +26,22 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from control.commands.link import LinkOptions
+from control.commands.service import CommandService
 from devices.broker import BrokerAccessWriter
 from devices.registry.schemas import DeviceCreate
 from devices.registry.service import registry_session
 from devices.wire import ALERTS_TOPIC
 from firmware_sim.fleet import Fleet
-from firmware_sim.mqtt_device import BrokerAddress
+from firmware_sim.mqtt.hub import BrokerAddress
 from firmware_sim.scenario import DeviceSpec
 from pharos.broker_process import MosquittoProcess
 from pharos_core.clock import SteppedClock
-from rules.actions import MqttAccount, MqttControl, MqttPublisher, RegistryMaintenance
+from pharos_core.mqtt import MqttAccount, MqttSession
+from rules.actions import RegistryMaintenance
 from rules.alerts import AlertStore
 from rules.catalog import DeviceCatalog
+from rules.control_port import ControlCommands
 from rules.derived import SunTimes
 from rules.service import RulesService
 from rules.settings import RulesSettings
@@ -51,6 +55,7 @@ from tests.fixtures.broker import MqttProbe
 
 INGEST = "pharos-ingest"
 RULES = "pharos-rules"
+COMMANDS = "pharos-commands"
 IOC = "pharos-ioc"
 SITE_SUN = SunTimes(10.0452, 105.7469, "Asia/Ho_Chi_Minh")
 # Scenario times lie in the past or future of the wall clock: keep the device's ts.
@@ -90,7 +95,7 @@ class Bed:
                 _, credentials = registry.create_device(device_create(spec))
                 assert credentials is not None
                 self.secrets[spec.device_id] = credentials.secret
-            for name in (INGEST, RULES, IOC):
+            for name in (INGEST, RULES, IOC, COMMANDS):
                 self.secrets[name] = registry.ensure_service_account(name).secret
         self.broker.wait_for_reload(before)
 
@@ -128,7 +133,8 @@ class Pipeline:
     clock: SteppedClock
     rules: RulesService
     ingest: IngestService
-    control: MqttControl
+    control: ControlCommands
+    commands: CommandService
     store: EmbeddedStore
     derived: EmbeddedStore
     alerts: AlertStore
@@ -155,7 +161,8 @@ class Pipeline:
                 and stats.in_flight == 0
                 and stats.queued == 0
                 and self.rules.stats.queued == 0
-                and counters.commands_acknowledged + counters.commands_ignored >= self.control.sent
+                and counters.commands_acknowledged + counters.commands_ignored
+                >= self.commands.published
             )
             if done:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
@@ -203,8 +210,10 @@ async def pipeline(
     letters = DeadLetterStore(bed.sessions)
     async with AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(DeviceCatalog(bed.sessions))
-        publisher = await stack.enter_async_context(MqttPublisher(bed.account(RULES)))
-        control = MqttControl(publisher, clock)
+        publisher = await stack.enter_async_context(MqttSession(bed.account(RULES), name="rules"))
+        link = LinkOptions(bed.broker.host, bed.broker.port, COMMANDS, bed.secrets[COMMANDS])
+        commands = await stack.enter_async_context(CommandService(bed.sessions, clock, link))
+        control = ControlCommands(commands, bed.sessions, clock)
         service = RulesService(
             settings=settings,
             catalog=catalog,
@@ -234,7 +243,7 @@ async def pipeline(
         async with asyncio.timeout(10):
             await ingest.wait_connected()
         bed_pipeline = Pipeline(
-            bed, clock, service, ingest, control, store, derived, alerts, catalog
+            bed, clock, service, ingest, control, commands, store, derived, alerts, catalog
         )
         fleet = Fleet(mqtt_specs, broker=bed.address, clock=clock, seed=seed, events=events)
         await stack.enter_async_context(fleet)

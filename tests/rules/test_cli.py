@@ -50,6 +50,57 @@ def test_check_names_file_line_and_reason(env: Path) -> None:
     assert "Traceback" not in refused.output
 
 
+def test_check_reports_every_problem_of_a_file_in_one_run(env: Path) -> None:
+    """A bad field, an unknown metric and a duplicate id: all at once, each at its line
+    (the duplicate once hid behind the others until a second run)."""
+    bad = env / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - {id: r1, name: One, severity: huge, when: {value: pm25, above: 1}}\n"
+        "  - {id: r2, name: Two, when: {all: [{value: nosuch, above: 1}]}}\n"
+        "  - {id: r1, name: Again, when: {value: pm25, above: 1}}\n"
+    )
+    refused = run("rules", "check", str(bad))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.splitlines() == [
+        f"{bad}:2: rules[0].severity: Input should be 'info', 'minor', 'major' or 'critical'",
+        f"{bad}:3: rules[1].when.all[0]: value: unknown metric or derived value 'nosuch' "
+        "for any kind",
+        f"{bad}:4: rules[2].id: rule id 'r1' appears twice (first as rules[0])",
+    ]
+
+
+def test_check_refuses_groups_devices_and_districts_nobody_has(env: Path) -> None:
+    rules = env / "names.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - id: g1\n"
+        "    name: G\n"
+        "    scope: {kind: streetlight, group: nowhere, district: Atlantis}\n"
+        "    when: {value: power_w, above: 10}\n"
+        "    actions:\n"
+        "      - {command: set_dim, params: {level: 10}, target: group, group: hoa-binh}\n"
+    )
+    unchecked = run("rules", "check", str(rules))  # no database yet: districts only
+    assert unchecked.exit_code == 1
+    assert unchecked.stderr.splitlines() == [
+        f"{rules}:4: rules[0].scope.district: unknown district 'Atlantis'"
+    ]
+    assert run("db", "upgrade").exit_code == 0
+    assert run("groups", "create", "hoa-binh", "--name", "HB").exit_code == 0
+    refused = run("rules", "check", str(rules))
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines() == [
+        f"{rules}:4: rules[0].scope.group: unknown group 'nowhere'",
+        f"{rules}:4: rules[0].scope.district: unknown district 'Atlantis'",
+    ]
+    rules.write_text(
+        rules.read_text().replace("group: nowhere, district: Atlantis", "group: hoa-binh")
+    )
+    accepted = run("rules", "check", str(rules))
+    assert accepted.exit_code == 0 and accepted.stdout == "ok: 1 rule(s) in 1 file(s)\n"
+
+
 def test_backtest_lists_the_alerts_of_stored_history(env: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
     store = EmbeddedStore(env / "var" / "timeseries.db")

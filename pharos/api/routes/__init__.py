@@ -1,9 +1,19 @@
-"""The routers: one per resource, gathered under ``/api/v1``; ``/healthz`` stands outside."""
+"""The routers: one per resource, gathered under ``/api/v1``, the one guarded prefix.
 
-from typing import Any
+``api_router`` depends on ``require_key``: every route included in it, now or later,
+answers 401 without a live key before its handler (or its validation) runs; then on
+``refuse_nul_characters`` (no NUL reaches the database). What
+answers without a key is the allow-list ``PUBLIC_PATHS`` and nothing else:
+``/healthz`` (load balancers, systemd), ``/metrics`` (Prometheus scrapes it without
+credentials; it carries pipeline counters, no device data), and the API's own
+description (``/openapi.json``, ``/docs``). ``tests/pharos/api/test_auth.py`` walks
+``/openapi.json`` and fails for any other route that answers without a key.
+"""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from pharos.api.deps import refuse_nul_characters, require_key
+from pharos.api.errors import AUTH_RESPONSES
 from pharos.api.routes import (
     alerts,
     audit,
@@ -20,13 +30,16 @@ from pharos.api.routes import (
     telemetry,
 )
 
-# Documented once for every route under /api/v1: they all need a key.
-_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no API key, or an unknown or revoked one"},
-    403: {"description": "the key's role may not do this; the answer names the roles that may"},
-}
+API_PREFIX = "/api/v1"
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
 
-api_router = APIRouter(prefix="/api/v1", responses=_AUTH_RESPONSES)
+api_router = APIRouter(
+    prefix=API_PREFIX,
+    dependencies=[Depends(require_key), Depends(refuse_nul_characters)],
+    responses=AUTH_RESPONSES,
+)
 api_router.include_router(devices.router)
 api_router.include_router(groups.router)
 api_router.include_router(audit.router)
@@ -39,4 +52,4 @@ api_router.include_router(commands.router)
 api_router.include_router(programs.router)
 api_router.include_router(energy.router)
 
-__all__ = ["api_router", "health", "metrics"]
+__all__ = ["API_PREFIX", "PUBLIC_PATHS", "api_router", "health", "metrics"]

@@ -17,7 +17,8 @@ from pydantic import AwareDatetime
 
 from devices.registry.schemas import Page
 from pharos.api.clock import ClockDep
-from pharos.api.deps import CurrentKey, PageDep, RuntimeDep, require_roles
+from pharos.api.deps import CurrentKey, PageDep, RowId, RuntimeDep, require_roles
+from pharos.api.errors import responses
 from pharos.apikeys import Role
 from rules.alerts import (
     AlertChange,
@@ -38,10 +39,7 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 _operators = Depends(require_roles(Role.OPERATOR))
 _commenters = Depends(require_roles(Role.OPERATOR, Role.TECHNICIAN))
-_RESPONSES: dict[int | str, dict[str, str]] = {
-    404: {"description": "no such alert"},
-    409: {"description": "the alert's state does not allow this (the answer says why)"},
-}
+_RESPONSES = responses(404, 409, meanings={404: "no such alert"})
 T = TypeVar("T")
 
 
@@ -63,7 +61,6 @@ async def _published(runtime: RuntimeDep, change: AlertChange) -> AlertPublic:
 @router.get("")
 async def list_alerts(
     runtime: RuntimeDep,
-    _key: CurrentKey,
     page: PageDep,
     state: Annotated[AlertState | None, Query(description="only this state")] = None,
     live: Annotated[bool, Query(description="only open or acknowledged alerts")] = False,
@@ -83,7 +80,6 @@ async def list_alerts(
 @router.get("/work-items")
 async def list_work_items(
     runtime: RuntimeDep,
-    _key: CurrentKey,
     device_id: Annotated[str | None, Query(max_length=255)] = None,
 ) -> list[WorkItemPublic]:
     """Work items alerts opened for the technicians (a lamp failure's repair)."""
@@ -92,7 +88,7 @@ async def list_work_items(
 
 
 @router.get("/{alert_id}", responses=_RESPONSES)
-async def get_alert(alert_id: int, runtime: RuntimeDep, _key: CurrentKey) -> AlertDetail:
+async def get_alert(alert_id: RowId, runtime: RuntimeDep) -> AlertDetail:
     """One alert with its history (every event, oldest first)."""
     store = AlertStore(runtime.sessions)
     return await _call(lambda: store.get(alert_id))
@@ -100,7 +96,7 @@ async def get_alert(alert_id: int, runtime: RuntimeDep, _key: CurrentKey) -> Ale
 
 @router.post("/{alert_id}/acknowledge", responses=_RESPONSES, dependencies=[_operators])
 async def acknowledge_alert(
-    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
+    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
     now = clock.now()  # the process's clock: history stays in order with the rules'
@@ -115,7 +111,7 @@ async def acknowledge_alert(
     dependencies=[_commenters],
 )
 async def comment_alert(
-    alert_id: int,
+    alert_id: RowId,
     body: AlertCommentCreate,
     runtime: RuntimeDep,
     key: CurrentKey,
@@ -130,7 +126,7 @@ async def comment_alert(
 
 @router.post("/{alert_id}/close", responses=_RESPONSES, dependencies=[_operators])
 async def close_alert(
-    alert_id: int, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
+    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
     now = clock.now()  # the process's clock: history stays in order with the rules'

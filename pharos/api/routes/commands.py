@@ -18,7 +18,7 @@ from control.plane import ControlPlane
 from devices.registry.db import transaction
 from devices.registry.schemas import Page
 from pharos.api.deps import CurrentKey, PageDep, RuntimeDep, require_roles
-from pharos.api.errors import invalid_at
+from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
 from pharos.runtime import Runtime
 
@@ -37,7 +37,12 @@ def live_control(runtime: Runtime) -> ControlPlane:
     return runtime.control
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[_operators])
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[_operators],
+    responses=responses(503),
+)
 async def create_command(
     body: CommandRequest, runtime: RuntimeDep, key: CurrentKey
 ) -> CommandPublic:
@@ -62,7 +67,7 @@ def get_commands(
     return Page[CommandPublic](items=rows, total=total, offset=page.offset, limit=page.limit)
 
 
-@router.get("/{command_id}")
+@router.get("/{command_id}", responses=responses(404))
 def show_command(command_id: uuid.UUID, runtime: RuntimeDep) -> CommandPublic:
     """The command with its progress and every device's status and detail."""
     with transaction(runtime.sessions) as session:
@@ -72,7 +77,7 @@ def show_command(command_id: uuid.UUID, runtime: RuntimeDep) -> CommandPublic:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
 
 
-@router.post("/{command_id}/cancel", dependencies=[_operators])
+@router.post("/{command_id}/cancel", dependencies=[_operators], responses=responses(404, 503))
 async def cancel_command(command_id: uuid.UUID, runtime: RuntimeDep) -> CommandPublic:
     """Devices not answered yet are marked cancelled and not tried again."""
     control = live_control(runtime)

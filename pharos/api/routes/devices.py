@@ -27,7 +27,7 @@ from devices.registry.schemas import (
 from devices.registry.service import DeviceFilter, InvalidError, device_public
 from devices.wire import DeviceKind
 from pharos.api.deps import PageDep, RegistryDep, require_roles
-from pharos.api.errors import CsvRejectedError, CsvRowProblem, invalid_at
+from pharos.api.errors import CsvRejectedError, CsvRowProblem, invalid_at, responses
 from pharos.api.uploads import CsvText
 from pharos.apikeys import Role
 
@@ -47,7 +47,9 @@ class ImportReport(BaseModel):
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[_technicians])
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, dependencies=[_technicians], responses=responses(409)
+)
 def create_device(body: DeviceCreate, registry: RegistryDep) -> DeviceCreated:
     """Register a device; an MQTT device's broker secret is in the answer, once."""
     device, credentials = registry.create_device(body)
@@ -70,7 +72,7 @@ def list_devices(
     )
 
 
-@router.post("/import", dependencies=[_technicians])
+@router.post("/import", dependencies=[_technicians], responses=responses(409, 413))
 def import_devices(csv_text: CsvText, registry: RegistryDep) -> ImportReport:
     """Create or update devices from a CSV, all or nothing: any bad row stores none.
 
@@ -92,18 +94,18 @@ def import_devices(csv_text: CsvText, registry: RegistryDep) -> ImportReport:
     )
 
 
-@router.get("/{device_id}")
+@router.get("/{device_id}", responses=responses(404))
 def get_device(device_id: str, registry: RegistryDep) -> DevicePublic:
     return device_public(registry.get_device(device_id))
 
 
-@router.patch("/{device_id}", dependencies=[_technicians])
+@router.patch("/{device_id}", dependencies=[_technicians], responses=responses(404, 409))
 def update_device(device_id: str, body: DeviceUpdate, registry: RegistryDep) -> DevicePublic:
     """Change the fields given; ``null`` clears an optional field."""
     return device_public(registry.update_device(device_id, body))
 
 
-@router.post("/{device_id}/transition", dependencies=[_technicians])
+@router.post("/{device_id}/transition", dependencies=[_technicians], responses=responses(404, 409))
 def transition_device(
     device_id: str, body: TransitionRequest, registry: RegistryDep
 ) -> DevicePublic:
@@ -111,7 +113,11 @@ def transition_device(
     return device_public(registry.transition(device_id, body.to, body.note))
 
 
-@router.post("/{device_id}/rotate-credentials", dependencies=[_technicians])
+@router.post(
+    "/{device_id}/rotate-credentials",
+    dependencies=[_technicians],
+    responses=responses(404, 409),
+)
 def rotate_credentials(device_id: str, registry: RegistryDep) -> BrokerCredentials:
     """A new broker secret for an MQTT device; the old one stops working at once."""
     try:
@@ -120,7 +126,7 @@ def rotate_credentials(device_id: str, registry: RegistryDep) -> BrokerCredentia
         raise invalid_at(("path", "device_id"), exc.reason, device_id) from None
 
 
-@router.get("/{device_id}/commissioning")
+@router.get("/{device_id}/commissioning", responses=responses(404))
 def get_commissioning(device_id: str, registry: RegistryDep) -> CommissioningPublic:
     """The commissioning checklist: what is ticked, what is missing, who signed off."""
     return device_public(registry.get_device(device_id)).commissioning

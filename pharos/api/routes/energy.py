@@ -28,7 +28,7 @@ from control.store import NotFound, get_program, group_devices, lamps_of, load_p
 from devices.registry.db import transaction
 from devices.registry.models import Group
 from pharos.api.deps import RuntimeDep
-from pharos.api.errors import invalid_at
+from pharos.api.errors import invalid_at, responses
 from pharos.api.routes.programs import site_of
 from pharos.runtime import Runtime
 from telemetry.store import TimeSeriesStore
@@ -42,7 +42,8 @@ Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
 MAX_NIGHTS = 366
 
 
-def _lamps(session: Session, group_id: str) -> list[Lamp]:
+def group_lamps(session: Session, group_id: str) -> list[Lamp]:
+    """The group's lamps with their rated power (an unknown group is a 422 on ``group``)."""
     if session.get(Group, group_id) is None:
         raise invalid_at(("query", "group"), f"unknown group {group_id!r}", group_id)
     lamp_ids = {
@@ -78,7 +79,7 @@ def _project(
         plan = load_plan(session, site, datetime.combine(start, datetime.min.time(), site.tz))
         results = []
         for group in groups:
-            lamps = _lamps(session, group)
+            lamps = group_lamps(session, group)
             projection = project_group(
                 group, lamps, start, end, site, settings, program=program, plan=plan
             )
@@ -107,7 +108,7 @@ def projection(
     return _answer([p for p, _ in _project(runtime, group, start, end, program)], format)
 
 
-@router.get("/report", response_model=list[GroupEnergy])
+@router.get("/report", response_model=list[GroupEnergy], responses=responses(503))
 async def report(
     runtime: RuntimeDep, group: Groups, start: Start, end: End, format: Format = "json"
 ) -> list[GroupEnergy] | Response:
@@ -124,28 +125,39 @@ async def report(
     return _answer(rows, format)
 
 
+LAMP_KINDS_MEASURED = ("streetlight", "smart_pole")
+
+
 def store_measured_kwh(store: TimeSeriesStore) -> MeasuredKwh:
     """Measured kWh of lamps over a period from the time-series store: per lamp, the
-    highest minus the lowest cumulative ``energy_kwh`` (for ``EnergyReporter`` too)."""
+    highest minus the lowest cumulative ``energy_kwh``, summed (for ``EnergyReporter`` too).
+
+    The whole fleet's spreads come from one store query per lamp kind
+    (``spread_by_device``), whatever the number of lamps; the groups of one report ask
+    for the same period, so the answer of the last period asked is kept and reused
+    (one entry: a new period, such as the reporter's next ``now``, queries again).
+    """
+    last: dict[tuple[datetime, datetime], dict[str, float]] = {}
+
+    async def spreads(begin: datetime, finish: datetime) -> dict[str, float]:
+        key = (begin, finish)
+        if key not in last:
+            merged: dict[str, float] = {}
+            for kind in LAMP_KINDS_MEASURED:
+                found = await store.spread_by_device(
+                    kind=kind, metric="energy_kwh", start=begin, end=finish
+                )
+                for device_id, spread in found.items():  # a lamp in two kinds: both count
+                    merged[device_id] = merged.get(device_id, 0.0) + spread
+            last.clear()
+            last[key] = merged
+        return last[key]
 
     async def measured(
         device_ids: Sequence[str], begin: datetime, finish: datetime
     ) -> float | None:
-        total, seen = 0.0, False
-        span = finish - begin
-        for device_id in device_ids:
-            for kind in ("streetlight", "smart_pole"):
-                low = await store.history(
-                    kind=kind, metric="energy_kwh", start=begin, end=finish,
-                    interval=span, aggregate="min", device_id=device_id,
-                )  # fmt: skip
-                high = await store.history(
-                    kind=kind, metric="energy_kwh", start=begin, end=finish,
-                    interval=span, aggregate="max", device_id=device_id,
-                )  # fmt: skip
-                if low and high:
-                    total += sum(b.value for b in high) - sum(b.value for b in low)
-                    seen = True
-        return total if seen else None
+        by_device = await spreads(begin, finish)
+        found = [by_device[d] for d in device_ids if d in by_device]
+        return sum(found) if found else None
 
     return measured

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grafana.boards import BOARDS
 from grafana.embed import EmbedError, find_panel, panels, solo_url
-from pharos.api.deps import CurrentKey, RuntimeDep
-from pharos.api.errors import invalid_at
+from pharos.api.deps import RuntimeDep
+from pharos.api.errors import invalid_at, responses
 
 router = APIRouter(prefix="/grafana", tags=["grafana"])
 
@@ -48,7 +48,7 @@ class EmbedPublic(BaseModel):
 
 
 @router.get("/boards")
-def list_boards(_key: CurrentKey) -> list[BoardPublic]:
+def list_boards() -> list[BoardPublic]:
     """The IOC boards, their variables and panels."""
     found = []
     for board in BOARDS:
@@ -67,10 +67,9 @@ def list_boards(_key: CurrentKey) -> list[BoardPublic]:
 
 @router.get(
     "/embed",
-    responses={409: {"description": "grafana.public_url is not set"}},
+    responses=responses(409, meanings={409: "grafana.public_url is not set"}),
 )
 def embed_link(
-    _key: CurrentKey,
     runtime: RuntimeDep,
     board: Annotated[str, Query(max_length=40, description="board uid, e.g. ioc-flood")],
     panel: Annotated[str, Query(max_length=200, description="panel id or exact title")],

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Response, status
 from devices.registry.schemas import DevicePublic, GroupCreate, GroupPublic, GroupUpdate, Page
 from devices.registry.service import DeviceFilter, device_public
 from pharos.api.deps import PageDep, RegistryDep, require_roles
+from pharos.api.errors import responses
 from pharos.apikeys import Role
 
 router = APIRouter(prefix="/groups", tags=["groups"])
@@ -20,7 +21,9 @@ _editors = Depends(require_roles(Role.ENERGY_MANAGER, Role.TECHNICIAN))
 _admins = Depends(require_roles(Role.ADMIN))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[_editors])
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, dependencies=[_editors], responses=responses(409)
+)
 def create_group(body: GroupCreate, registry: RegistryDep) -> GroupPublic:
     return registry.group_public(registry.create_group(body))
 
@@ -36,12 +39,12 @@ def list_groups(registry: RegistryDep, page: PageDep) -> Page[GroupPublic]:
     )
 
 
-@router.get("/{group_id}")
+@router.get("/{group_id}", responses=responses(404))
 def get_group(group_id: str, registry: RegistryDep) -> GroupPublic:
     return registry.group_public(registry.get_group(group_id))
 
 
-@router.patch("/{group_id}", dependencies=[_editors])
+@router.patch("/{group_id}", dependencies=[_editors], responses=responses(404, 409))
 def update_group(group_id: str, body: GroupUpdate, registry: RegistryDep) -> GroupPublic:
     return registry.group_public(registry.update_group(group_id, body))
 
@@ -51,13 +54,14 @@ def update_group(group_id: str, body: GroupUpdate, registry: RegistryDep) -> Gro
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[_admins],
+    responses=responses(404),
 )
 def delete_group(group_id: str, registry: RegistryDep) -> None:
     """Delete the group; its devices stay, only their membership goes."""
     registry.delete_group(group_id)
 
 
-@router.get("/{group_id}/devices")
+@router.get("/{group_id}/devices", responses=responses(404))
 def list_group_devices(group_id: str, registry: RegistryDep, page: PageDep) -> Page[DevicePublic]:
     registry.get_group(group_id)  # 404 for an unknown group rather than an empty page
     rows, total = registry.list_devices(

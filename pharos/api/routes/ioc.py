@@ -11,9 +11,8 @@
   (``rules.settings``);
 - open alerts per severity (``rules``' alert table);
 - today's energy and savings: control's day-so-far figures (``control.energy_report``:
-  measured kWh of each lamp group against the dark hours at rated power), summed;
-  above ``ENERGY_LAMP_LIMIT`` lamps this is ``null`` (too costly per request) and the
-  ``energy`` measurement is the place to read it.
+  measured kWh of each lamp group against the dark hours at rated power), summed; the
+  fleet's measured kWh is one store query per lamp kind (``spread_by_device``).
 
 A part whose source is down is ``null`` and named in ``missing`` with the reason;
 the rest is still answered.
@@ -35,7 +34,8 @@ from control.program import Site
 from devices.registry.models import Device
 from devices.wire import DeviceKind, kind_spec
 from pharos.api.clock import ClockDep
-from pharos.api.deps import CurrentKey, RuntimeDep
+from pharos.api.deps import RuntimeDep
+from pharos.api.errors import responses
 from pharos.api.routes.energy import store_measured_kwh
 from pharos.runtime import Runtime
 from rules.alerts import LIVE_STATES
@@ -52,7 +52,6 @@ AQI_KINDS = (DeviceKind.ENV_MONITOR, DeviceKind.SMART_POLE)
 LAMP_KINDS = tuple(kind for kind in DeviceKind if kind_spec(kind).is_lamp)
 GASES = ("no2", "so2", "co", "o3")
 AQI_CONCURRENCY = 8  # monitors whose history is read at once
-ENERGY_LAMP_LIMIT = 2_000  # above: per-request measurement is too costly (see missing)
 FLOOD_LABELS = ("none", "BĐ I", "BĐ II", "BĐ III")
 
 
@@ -249,9 +248,6 @@ async def _energy_today(runtime: Runtime, store: TimeSeriesStore, at: datetime) 
             return lamp_groups(session)
 
     found = await asyncio.to_thread(groups)
-    lamps = sum(len(group.lamps) for group in found)
-    if lamps > ENERGY_LAMP_LIMIT:
-        raise _TooManyLamps(lamps)
     measured = store_measured_kwh(store)
     midnight = datetime.combine(at.astimezone(place.tz).date(), time(0), place.tz)
     totals = dict.fromkeys(EnergyToday.model_fields, 0.0)
@@ -263,15 +259,6 @@ async def _energy_today(runtime: Runtime, store: TimeSeriesStore, at: datetime) 
     return EnergyToday(**totals)
 
 
-class _TooManyLamps(Exception):
-    def __init__(self, lamps: int) -> None:
-        super().__init__(
-            f"energy_today: {lamps} lamps are too many to measure per request (limit "
-            f"{ENERGY_LAMP_LIMIT}); read control's `energy` measurement (Grafana board "
-            "ioc-lighting) or GET /api/v1/energy/report"
-        )
-
-
 async def _lamps_on_at(store: TimeSeriesStore, at: datetime) -> int:
     """Lamps whose newest ``lamp_on`` reading at or before ``at`` says lit."""
     lit = 0
@@ -281,9 +268,8 @@ async def _lamps_on_at(store: TimeSeriesStore, at: datetime) -> int:
     return lit
 
 
-@router.get("/summary", responses={503: {"description": "the registry database is down"}})
+@router.get("/summary", responses=responses(503, meanings={503: "the registry database is down"}))
 async def ioc_summary(
-    _key: CurrentKey,
     runtime: RuntimeDep,
     clock: ClockDep,
     at: Annotated[
@@ -311,8 +297,6 @@ async def ioc_summary(
             missing.append(f"aqi_by_district: the time-series store failed ({exc})")
         try:
             energy = await _energy_today(runtime, store, moment)
-        except _TooManyLamps as exc:
-            missing.append(str(exc))
         except QueryError as exc:
             missing.append(f"energy_today: the time-series store failed ({exc})")
     lamps_on = sum(c.lamps_on for c in by_kind.values())

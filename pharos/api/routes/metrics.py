@@ -27,11 +27,15 @@ class TelemetryCollector:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for sample in self._metrics.samples():
-            if sample.type == "counter":
-                yield CounterMetricFamily(sample.name, sample.help, value=sample.value)
-            else:
-                yield GaugeMetricFamily(sample.name, sample.help, value=sample.value)
+            family = families.get(sample.name)
+            if family is None:
+                labels = [name for name, _ in sample.labels]
+                kind = CounterMetricFamily if sample.type == "counter" else GaugeMetricFamily
+                family = families[sample.name] = kind(sample.name, sample.help, labels=labels)
+            family.add_metric([value for _, value in sample.labels], sample.value)
+        yield from families.values()
 
 
 def render(metrics: TelemetryMetrics | None) -> bytes:

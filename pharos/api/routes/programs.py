@@ -38,8 +38,8 @@ from control.store import (
 )
 from devices.registry.db import transaction
 from pharos.api.clock import ClockDep
-from pharos.api.deps import CurrentKey, RuntimeDep, require_roles
-from pharos.api.errors import invalid_at
+from pharos.api.deps import CurrentKey, RowId, RuntimeDep, require_roles
+from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
 from pharos.runtime import Runtime
 
@@ -70,18 +70,24 @@ def _replan(runtime: Runtime) -> None:
 # --- programs -------------------------------------------------------------------------------
 
 
+def store_program(runtime: Runtime, spec: ProgramSpec) -> ProgramSpec:
+    """Save ``spec`` and re-plan: the lamps running it get its new steps (the API and
+    the console's program editor both save through here). ``ProgramError`` names the step."""
+    with transaction(runtime.sessions) as session:
+        saved = save_program(session, spec, site_of(runtime))
+    _replan(runtime)
+    return saved
+
+
 @router.put("/programs/{program_id}", dependencies=[_energy_managers])
 def put_program(program_id: str, body: ProgramSpec, runtime: RuntimeDep) -> ProgramSpec:
     """Create or replace a program; its steps must keep their order on every day."""
     if body.id != program_id:
         raise invalid_at(("body", "id"), f"does not match the path ({program_id!r})")
     try:
-        with transaction(runtime.sessions) as session:
-            saved = save_program(session, body, site_of(runtime))
+        return store_program(runtime, body)
     except ProgramError as exc:
         raise _refused(exc) from None
-    _replan(runtime)
-    return saved
 
 
 @router.get("/programs")
@@ -90,7 +96,7 @@ def get_programs(runtime: RuntimeDep) -> list[ProgramSpec]:
         return list_programs(session)
 
 
-@router.get("/programs/{program_id}")
+@router.get("/programs/{program_id}", responses=responses(404))
 def show_program(program_id: str, runtime: RuntimeDep) -> ProgramSpec:
     try:
         with transaction(runtime.sessions) as session:
@@ -104,6 +110,7 @@ def show_program(program_id: str, runtime: RuntimeDep) -> ProgramSpec:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[_energy_managers],
+    responses=responses(404, 409, meanings={409: "the program is still in use"}),
 )
 def remove_program(program_id: str, runtime: RuntimeDep) -> None:
     try:
@@ -139,7 +146,7 @@ def get_calendars(runtime: RuntimeDep) -> list[CalendarSpec]:
         return list_calendars(session)
 
 
-@router.get("/calendars/{calendar_id}")
+@router.get("/calendars/{calendar_id}", responses=responses(404))
 def show_calendar(calendar_id: str, runtime: RuntimeDep) -> CalendarSpec:
     try:
         with transaction(runtime.sessions) as session:
@@ -198,6 +205,7 @@ def get_assignments(runtime: RuntimeDep) -> list[AssignmentPublic]:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[_energy_managers],
+    responses=responses(404),
 )
 def remove_assignment(target_type: TargetType, target_id: str, runtime: RuntimeDep) -> None:
     try:
@@ -289,8 +297,10 @@ def get_overrides(runtime: RuntimeDep, clock: ClockDep) -> list[OverridePublic]:
         return [_override_public(r) for r in live_overrides(session, clock.now())]
 
 
-@router.delete("/overrides/{override_id}", dependencies=[_operators])
-async def remove_override(override_id: int, runtime: RuntimeDep, clock: ClockDep) -> OverridePublic:
+@router.delete("/overrides/{override_id}", dependencies=[_operators], responses=responses(404))
+async def remove_override(
+    override_id: RowId, runtime: RuntimeDep, clock: ClockDep
+) -> OverridePublic:
     """Clear an override: its lamps go back to their program's level now."""
     try:
         with transaction(runtime.sessions) as session:

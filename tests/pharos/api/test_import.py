@@ -99,7 +99,10 @@ def test_bad_rows_are_422_with_line_column_and_reason_and_store_nothing(
 
     assert response.status_code == 422, response.text
     problems = response.json()["detail"]
-    assert all(set(p) == {"line", "column", "reason"} for p in problems)
+    # FastAPI's 422 shape (loc, msg, type) with line, column and reason beside it.
+    assert all(set(p) == {"loc", "msg", "type", "line", "column", "reason"} for p in problems)
+    assert all(p["loc"] == ["body", "file", p["line"], p["column"]] for p in problems)
+    assert all(p["msg"] == p["reason"] for p in problems)
     by_line = {p["line"]: p for p in problems}
     assert sorted(by_line) == [3, 4, 5, 6]
     assert by_line[3]["column"] == "latitude"

@@ -32,8 +32,9 @@ from devices.registry.schemas import DeviceCreate, GroupCreate
 from devices.registry.service import registry_session
 from devices.wire import Channel, device_topic
 from pharos.broker_process import MosquittoProcess
+from pharos_core.points import PointSink
 from telemetry.deadletters import DeadLetterStore
-from telemetry.ingest import DeviceDirectory, IngestOptions, IngestService, MqttOptions, Submit
+from telemetry.ingest import DeviceDirectory, IngestOptions, IngestService, MqttOptions
 from telemetry.metrics import TelemetryMetrics
 from telemetry.twin import DeviceTwinStore
 
@@ -185,7 +186,7 @@ def site(mosquitto: MosquittoProcess, sessions: sessionmaker[Session]) -> Iterat
 @asynccontextmanager
 async def running_ingest(
     site: Site,
-    submit: Submit,
+    submit: PointSink,
     *,
     account: str = INGEST,
     metrics: TelemetryMetrics | None = None,

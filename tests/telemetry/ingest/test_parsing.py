@@ -98,17 +98,16 @@ def test_a_partly_bad_reading_keeps_its_good_metrics() -> None:
     parsed = parse(telemetry(), payload)
     [point] = parsed.points
     assert point.fields == {"pm25": 41.2, SEQ_FIELD: 5}
-    reasons = sorted(letter.reason for letter in parsed.dead_letters)
-    assert reasons[0].startswith("no2: expected a number")
-    assert reasons[1].startswith("pm10: 99999.0") and "above the maximum" in reasons[1]
+    [letter] = parsed.dead_letters  # one letter per message, all its reasons in it
+    reasons = letter.reason.split("; ")
+    assert reasons[0].startswith("pm10: 99999.0") and "above the maximum" in reasons[0]
+    assert reasons[1].startswith("no2: expected a number")
     assert reasons[2].startswith("rpm: unknown metric")
-    for letter in parsed.dead_letters:
-        assert letter.device_id == "env-0007"
-        assert letter.topic == telemetry()
-        assert letter.payload == json.dumps(payload).encode()
-        assert letter.source == "mqtt"
-        assert letter.details["class"] == "metric"
-        assert letter.details["metric"] == letter.reason.split(":")[0]
+    assert letter.device_id == "env-0007"
+    assert letter.topic == telemetry()
+    assert letter.payload == json.dumps(payload).encode()
+    assert letter.source == "mqtt"
+    assert letter.details == {"class": "metric", "reasons": "3", "metric": "pm10,no2,rpm"}
 
 
 def test_all_metrics_bad_gives_no_point() -> None:
@@ -209,3 +208,121 @@ def test_clearing_a_retained_state_or_status_yields_nothing() -> None:
             None,
             None,
         )
+
+
+# -- hostile input: every payload ends as points or ONE dead letter naming the field ------
+
+
+def _hostile() -> list[tuple[str, bytes, str]]:
+    """(name, payload, reason prefix): the attacks of issue 12, as a field would send them."""
+    deep = 30_000  # under the size bound, so the depth scan (not the size) refuses it
+    return [
+        ("nested arrays", b"[" * deep + b"]" * deep, "payload: nested deeper than"),
+        (
+            "nested in a metric",
+            b'{"metrics": {"pm25": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+            "payload: nested deeper than",
+        ),
+        ("200 KB of nesting", b"[" * 100_000 + b"]" * 100_000, "payload: 200000 bytes"),
+        (
+            "5,000-digit metric",
+            b'{"metrics": {"pm25": ' + b"9" * 5000 + b"}}",
+            "payload: a number 5000 characters long",
+        ),
+        (
+            "5,000-digit ts",
+            b'{"ts": ' + b"9" * 5000 + b', "metrics": {"pm25": 1}}',
+            "payload: a number 5000 characters long",
+        ),
+        (
+            "5,000-digit seq",
+            b'{"seq": ' + b"9" * 5000 + b', "metrics": {"pm25": 1}}',
+            "payload: a number 5000 characters long",
+        ),
+        ("NaN", b'{"metrics": {"pm25": NaN}}', "payload: NaN is not a JSON number"),
+        ("Infinity", b'{"metrics": {"pm25": -Infinity}}', "payload: -Infinity is not"),
+        ("1e999", b'{"metrics": {"pm25": 1e999}}', "payload: number 1e999 is out of range"),
+        ("duplicate keys", b'{"metrics": {"pm25": 1, "pm25": 900}}', "payload: duplicate key"),
+        ("invalid UTF-8", b'{"metrics": {"pm25": 1}}\xc3\x28', "payload: not UTF-8"),
+        ("UTF-16", '{"metrics": {"pm25": 1}}'.encode("utf-16"), "payload: not UTF-8"),
+        ("huge", b'{"metrics": {"pm25": 1, "x": "' + b"a" * 300_000 + b'"}}', "payload: "),
+        ("string", b'"hello"', "payload: expected a JSON object"),
+        ("number", b"42", "payload: expected a JSON object"),
+        ("null", b"null", "payload: expected a JSON object"),
+        ("empty", b"", "payload: not valid JSON"),
+        ("NUL", b"\x00\x00", "payload: not valid JSON"),
+        ("metrics not an object", b'{"metrics": [1, 2]}', "metrics: "),
+        ("SenML of numbers", b"[1, 2, 3]", "[0]."),
+    ]
+
+
+@pytest.mark.parametrize(("name", "payload", "reason"), _hostile(), ids=lambda v: str(v)[:30])
+def test_hostile_payloads_are_one_dead_letter_naming_the_field(
+    name: str, payload: bytes, reason: str
+) -> None:
+    parsed = parse(telemetry(), payload)
+    assert parsed.points == [], name
+    [letter] = parsed.dead_letters
+    assert letter.reason.startswith(reason), (name, letter.reason[:200])
+    assert len(letter.reason) <= 400
+
+
+def test_20000_unknown_metric_names_are_one_letter_not_20000() -> None:
+    metrics = {f"m{i}": i for i in range(20_000)}
+    parsed = parse(telemetry(), {"metrics": metrics})
+    [letter] = parsed.dead_letters
+    assert letter.reason.startswith("payload: ") or letter.reason.startswith("metrics: ")
+    assert "at most" in letter.reason
+
+
+def test_many_bad_metrics_within_the_bound_are_one_letter_counting_them_all() -> None:
+    metrics: dict[str, object] = {f"m{i}": i for i in range(60)}
+    metrics["pm25"] = 3
+    parsed = parse(telemetry(), {"metrics": metrics})
+    [point] = parsed.points
+    assert point.fields == {"pm25": 3.0}
+    [letter] = parsed.dead_letters
+    assert letter.details["reasons"] == "60"
+    assert letter.reason.endswith("; and 40 more")
+    assert len(letter.details["metric"].split(",")) == 20
+
+
+def test_a_5000_digit_value_in_a_state_or_deep_state_is_a_state_letter() -> None:
+    for payload in (
+        b'{"dim_level": ' + b"1" * 5000 + b"}",
+        b'{"circuits": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001,
+        b'{"fw": "1", "fw": "2"}',
+    ):
+        [letter] = parse("pharos/v1/dev/sl-0001/state", payload).dead_letters
+        assert letter.details["class"] == "state"
+        assert letter.reason.startswith("payload: ")
+
+
+def test_a_huge_status_is_a_short_status_letter() -> None:
+    [letter] = parse("pharos/v1/dev/sl-0001/status", b"online" * 100_000).dead_letters
+    assert letter.details["class"] == "status"
+    assert len(letter.reason) < 200
+
+
+def test_a_ts_less_reading_takes_the_time_it_was_first_received() -> None:
+    from telemetry.ingest.parsing import FirstSeenTimes
+
+    seen = FirstSeenTimes()
+    payload = json.dumps({"seq": 7, "metrics": {"pm25": 1}}).encode()
+    later = NOW + timedelta(seconds=90)
+
+    def at(when: datetime, body: bytes = payload, dup: bool = False) -> datetime:
+        parsed = parse_message(
+            telemetry(), body, when, DEVICES.get, POLICY, first_seen=seen, redelivered=dup
+        )
+        return parsed.points[0].time
+
+    assert at(NOW) == NOW
+    assert at(later) == NOW, "a redelivery (same seq and bytes) lands on the same point"
+    other = json.dumps({"seq": 7, "metrics": {"pm25": 2}}).encode()
+    assert at(later, other) == later, "seq restarted with other values: its own point"
+    assert at(NOW + timedelta(hours=2)) == NOW + timedelta(hours=2), "past the window: new"
+    no_seq = json.dumps({"metrics": {"pm25": 5}}).encode()
+    assert at(NOW, no_seq) == NOW
+    assert at(later, no_seq) == later, "same bytes without seq and without DUP: a new reading"
+    assert at(later + timedelta(seconds=5), no_seq, dup=True) == later, "DUP: the same one"

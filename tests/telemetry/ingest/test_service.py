@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from devices.registry.models import Commissioning
 from devices.wire import Channel, device_topic
-from telemetry.deadletters import DeadLetterStore
+from telemetry.deadletters import DeadLetterStore, RateLimit
 from telemetry.influx import InfluxClient, InfluxWriter, RetryPolicy
 from telemetry.ingest import counted
 from telemetry.metrics import TelemetryMetrics
@@ -119,7 +119,10 @@ async def test_malformed_payloads_are_dead_lettered_and_good_ones_stored(
     metrics = TelemetryMetrics()
     async with (
         influx_writer(influxdb, influx_db, site, tmp_path / "spool") as writer,
-        running_ingest(site, writer.submit, metrics=metrics) as service,
+        # The per-device dead-letter limit is tested on its own (test_hardening).
+        running_ingest(
+            site, writer.submit, metrics=metrics, dead_letter_limit=RateLimit(burst=1000)
+        ) as service,
     ):
         device = site.device("env-0001")
         await asyncio.to_thread(device.publish_many, messages)
@@ -281,3 +284,26 @@ async def test_the_embedded_store_takes_the_same_readings(site: Site, tmp_path: 
     assert await store.count("env_monitor") == 1000
     for device_id in DEVICES:
         assert await store.seqs(device_id) == list(range(250))
+
+
+async def test_stopping_with_messages_queued_stores_them_all_without_error(site: Site) -> None:
+    """Leaving the service while its inbox still holds messages (a slow store, one unit
+    in flight) stores every one of them: the batcher keeps creating store tasks during
+    the graceful stop, which once failed ("coroutine '_store' was never awaited", and
+    the CancelledError it caused out of the stop)."""
+    site.register("env-0001")
+    stored: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_submit(points: object) -> None:
+        await release.wait()
+        stored.append(len(points))  # type: ignore[arg-type]
+
+    async with running_ingest(site, slow_submit, batch_size=5, max_in_flight=1) as service:
+        site.device("env-0001").readings("env-0001", range(40))
+        assert await eventually(lambda: service.stats.messages == 40)
+        assert service.stats.queued > 0  # still in the inbox when the stop begins
+        # The store is released only once the stop has begun (from a task: exiting waits).
+        asyncio.get_running_loop().call_later(0.2, release.set)
+    assert sum(stored) == 40
+    assert service.stats.acked == 40

@@ -76,6 +76,7 @@ def _fields(kind: str, rng: random.Random, seq: int) -> dict[str, FieldValue]:
         fields["lamp_on"] = on
         fields["dim_level"] = float(rng.choice([0, 30, 50, 70, 100])) if on else 0.0
         fields["power_w"] = rng.uniform(20, 120) if on else 0.0
+        fields["energy_kwh"] = 1000.0 + seq * 0.0125  # cumulative: grows with every reading
     return fields
 
 

@@ -256,3 +256,28 @@ async def test_the_second_write_of_a_point_wins_in_both(stores: Stores) -> None:
             aggregate="max",
         )
         assert bucket.value == 999.5
+
+
+SPREAD_RANGES = [
+    (T0, T0 + SPAN),
+    (T0 + timedelta(minutes=20), T0 + timedelta(hours=1, minutes=7)),
+    (T0 - timedelta(days=2), T0 - timedelta(days=1)),  # nothing there
+]
+
+
+@pytest.mark.parametrize(("start", "end"), SPREAD_RANGES, ids=repr)
+async def test_spread_by_device_is_the_same_and_each_lamps_increase(
+    stores: Stores, start: Any, end: Any
+) -> None:
+    query: dict[str, Any] = {"kind": "streetlight", "metric": "energy_kwh", "start": start}
+    influx = await stores.influx.spread_by_device(**query, end=end)
+    embedded = await stores.embedded.spread_by_device(**query, end=end)
+    assert influx.keys() == embedded.keys()
+    assert all(math.isclose(influx[d], embedded[d], rel_tol=REL) for d in influx)
+    expected: dict[str, list[float]] = {}
+    for point in fleet_points():
+        if point.measurement == "streetlight" and start <= point.time < end:
+            expected.setdefault(point.device_id, []).append(float(point.fields["energy_kwh"]))
+    assert influx.keys() == expected.keys()
+    for device, values in expected.items():
+        assert math.isclose(influx[device], max(values) - min(values), rel_tol=REL)
