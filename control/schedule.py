@@ -317,10 +317,28 @@ class StepScheduler:
         return len(due)
 
     def _drifting(self, now: datetime) -> list[tuple[str, float]]:
+        """Lamps off their level past the grace, with the level to send.
+
+        A lamp the plan manages is judged against what ``desired_level`` (the same
+        decision the steps send) says *now*, not against the last level commanded: at
+        sunrise the program's level is off even if the last ``set_dim`` said 100, so a
+        repair never lights a lamp the program has off; where the plan gives no level
+        there is nothing to repair to.
+        """
         grace = timedelta(seconds=self.options.drift_grace_s)
         due: list[tuple[str, float]] = []
         with transaction(self._sessions) as session:
+            plan = load_plan(session, self._site, now)
+            managed = {lamp.device_id: lamp for lamp in managed_lamps(session, plan)}
             for row in session.scalars(select(LampStateRow)):
+                lamp = managed.get(row.device_id)
+                if lamp is not None:
+                    decision = desired_level(plan, lamp, now)
+                    if decision.level is None:
+                        row.drift_since = None
+                        row.corrections = 0
+                        continue
+                    row.desired_level = decision.level
                 if not is_drifting(row):
                     row.drift_since = None
                     row.corrections = 0

@@ -38,7 +38,7 @@ from pharos.services import (
     TelemetryOptions,
     TelemetryServices,
 )
-from pharos_core.clock import Clock, SystemClock
+from pharos_core.clock import Clock
 from pharos_core.mqtt import MqttAccount, MqttSession, SessionOptions
 from pharos_core.points import PointSink
 from rules.actions import RegistryMaintenance, WebhookSender
@@ -78,7 +78,9 @@ class PharosServices:
     ) -> None:
         self.runtime = runtime
         self.services = services or ServiceSet()
-        self.clock = clock or SystemClock()
+        # One clock: the services' and the API's (``runtime.clock``, read by ``ClockDep``).
+        self.clock = clock or runtime.clock
+        runtime.clock = self.clock
         self._check_secrets(ingest_mqtt is None)
         self._pool = ModbusClientPool()  # no I/O until a device is asked
         self.telemetry = TelemetryServices(
@@ -118,7 +120,7 @@ class PharosServices:
                 await self._start_control(stack, self._pool, submit)
             if self.services.fleet_stats:
                 writer = FleetStatsWriter(
-                    self.runtime.sessions, submit, clock=self.clock.now, reachable=self._reachable
+                    self.runtime.sessions, submit, clock=self.clock, reachable=self._reachable
                 )
                 await stack.enter_async_context(writer)
             if self.services.rules:

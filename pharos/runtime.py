@@ -19,6 +19,7 @@ from devices.registry.db import make_engine, make_session_factory
 from devices.registry.service import Registry, registry_session
 from pharos.database import ensure_sqlite_dir
 from pharos.settings import Settings
+from pharos_core.clock import Clock, SystemClock
 from rules.service import RulesService
 from telemetry.fleet_stats import Reachable
 from telemetry.metrics import TelemetryMetrics
@@ -37,6 +38,9 @@ class Runtime:
     # the Modbus poller's healthy meters, when this process polls (IOC summary, fleet stats)
     modbus_reachable: Reachable | None = None
     control: ControlPlane | None = None  # commands and the lighting scheduler, when running
+    # the one clock of the process: services and API routes agree on "now" (the demo's
+    # accelerated clock, a test's stepped one); ``PharosServices`` sets it to its own
+    clock: Clock = field(default_factory=SystemClock)
 
     def sync_broker(self, accounts: list[BrokerAccount]) -> None:
         self.broker_writer.sync(accounts)

@@ -227,6 +227,7 @@ class TelemetryServices:
                 metrics=runtime.telemetry_metrics,
                 options=ingest_options,
                 observers=self._observers,
+                clock=self.clock,
             )
         )
         log.info(

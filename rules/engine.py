@@ -96,8 +96,16 @@ class RuleEngine:
         facts: FactsLookup,
         *,
         max_devices: int = 1_000_000,
+        silence_clear_readings: int = 1,
     ) -> None:
+        if silence_clear_readings < 1:
+            raise ValueError("silence_clear_readings must be at least 1")
         self._derivations = derivations
+        # Hysteresis of silence: a raised silence alert (of a rule without its own
+        # ``clear``) clears only after this many fresh readings in a row, never on a
+        # tick or a status, so a device reporting around the threshold does not flap.
+        self._clear_after = silence_clear_readings
+        self._fresh: dict[tuple[str, str], int] = {}
         self._facts = facts
         self._max_devices = max_devices
         self._seen: dict[str, _Seen] = {}
@@ -124,6 +132,7 @@ class RuleEngine:
             compiled.append(kept if kept is not None and kept.rule == rule else CompiledRule(rule))
         keep_ids = {c.rule.id for c in compiled if old.get(c.rule.id) is c}
         self._active = {k: v for k, v in self._active.items() if k[0] in keep_ids}
+        self._fresh = {k: v for k, v in self._fresh.items() if k in self._active}
         self._rules = compiled
         self._by_kind = {}
 
@@ -262,10 +271,26 @@ class RuleEngine:
                 cleared = compiled.clear.evaluate(ctx)
             else:
                 cleared = None if when is None else not when
+            if cleared and compiled.silence and compiled.clear is None:
+                if not self._fresh_enough(key, ctx):
+                    continue
+            elif compiled.silence and when:
+                self._fresh.pop(key, None)  # silent again: the fresh readings start over
             if cleared:
                 del active[key]
                 self.stats.cleared += 1
                 out.append(self._transition("cleared", compiled, facts, ctx))
+
+    def _fresh_enough(self, key: tuple[str, str], ctx: Context) -> bool:
+        """Whether this event ends a silence: the ``silence_clear_readings``-th reading."""
+        if not ctx.is_reading:
+            return False
+        fresh = self._fresh.get(key, 0) + 1
+        if fresh < self._clear_after:
+            self._fresh[key] = fresh
+            return False
+        self._fresh.pop(key, None)
+        return True
 
     @staticmethod
     def _transition(

@@ -41,7 +41,7 @@ from rules.actions import ControlPort, MaintenancePort, Publisher, WebhookSender
 from rules.alerts import AlertChange, AlertStore, AsyncAlerts
 from rules.catalog import Catalog
 from rules.derived import Derivations, DeviceFacts, ExpectedLevel, SunTimes
-from rules.engine import Outcome, RuleEngine, Transition
+from rules.engine import Outcome, RuleEngine, Transition, TransitionKind
 from rules.settings import RulesSettings
 from rules.spec import (
     CommandActionSpec,
@@ -49,6 +49,8 @@ from rules.spec import (
     MaintenanceActionSpec,
     PublishActionSpec,
     Rule,
+    Severity,
+    SilenceCondition,
     WebhookActionSpec,
     load_rule_files,
 )
@@ -61,6 +63,15 @@ _ALERTS_EVERY_S = 60.0
 _WEBHOOK_QUEUE = 1000
 _TRANSITION_QUEUE = 10_000  # raised/cleared waiting for the database and the IOC
 _COMMANDS_IN_FLIGHT = 256  # command actions being sent at once
+_DERIVED_BUFFER = 50_000  # derived points waiting for the sink (written in batches)
+OVERLOAD_RULE = Rule(
+    id="rules-overloaded",
+    name="Rules evaluation overloaded",
+    description="batches were not evaluated: alerts may have been missed",
+    severity=Severity.MAJOR,
+    when=SilenceCondition(silent=0),  # never evaluated: raised by the service itself
+)
+OVERLOAD_SOURCE = DeviceFacts("pharos-rules", "service")
 
 
 @dataclass(slots=True)
@@ -80,6 +91,9 @@ class RulesStats:
     derived_errors: int = 0
     webhooks_dropped: int = 0
     queued: int = 0
+    derived_dropped: int = 0  # derived points the full derived buffer could not take
+    silence_deferred: int = 0  # ticks whose silence waited for evaluation to catch up
+    overloaded: bool = False  # the ``rules-overloaded`` alert is raised now
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +133,12 @@ class RulesService:
         self._maintenance = maintenance
         self._submit = submit
         loaded = list(rules) if rules is not None else load_rule_files(settings.files)
-        self.engine = RuleEngine(loaded, Derivations(settings, sun, expected_level), catalog.get)
+        self.engine = RuleEngine(
+            loaded,
+            Derivations(settings, sun, expected_level),
+            catalog.get,
+            silence_clear_readings=settings.silence_clear_readings,
+        )
         self._queue: asyncio.Queue[ParsedBatch] = asyncio.Queue(settings.queue_size)
         self._hooks: asyncio.Queue[_Webhook] = asyncio.Queue(_WEBHOOK_QUEUE)
         self._transitions: asyncio.Queue[Transition] = asyncio.Queue(_TRANSITION_QUEUE)
@@ -131,6 +150,10 @@ class RulesService:
         self._idle.set()
         self._tasks = ServiceTasks(cancel=True)  # its loops wait on queues: cancelled
         self._alert_keys: set[tuple[str, str]] = set()
+        # Derived points wait here for the sink: evaluation never waits on storage.
+        self._derived: list[Point] = []
+        self._derived_ready = asyncio.Event()
+        self._writing_derived = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -142,6 +165,7 @@ class RulesService:
             ("rules-ticker", self._tick_forever()),
             ("rules-webhooks", self._webhooks_forever()),
             ("rules-lifecycle", self._lifecycle_forever()),
+            ("rules-derived", self._derived_forever()),
         )
         return self
 
@@ -192,7 +216,12 @@ class RulesService:
 
     def _is_idle(self) -> bool:
         return not (
-            self._queue.qsize() or self._transitions.qsize() or self._busy or self._commanding
+            self._queue.qsize()
+            or self._transitions.qsize()
+            or self._busy
+            or self._commanding
+            or self._derived
+            or self._writing_derived
         )
 
     def _maybe_idle(self) -> None:
@@ -209,6 +238,7 @@ class RulesService:
         except asyncio.QueueFull:
             self._stats.dropped_batches += 1
             self._stats.dropped_points += len(batch.points)
+            self._overload("raised")
             if (
                 self._stats.dropped_batches in (1, 10, 100)
                 or self._stats.dropped_batches % 1000 == 0
@@ -218,6 +248,28 @@ class RulesService:
                     self._settings.queue_size,
                     self._stats.dropped_batches,
                 )
+
+    def _overload(self, kind: TransitionKind) -> None:
+        """Raise (queue full) or clear (caught up) the service's own alert."""
+        if self._stats.overloaded == (kind == "raised"):
+            return
+        dropped = self._stats.dropped_batches
+        message = (
+            f"rules: evaluation queue full ({self._settings.queue_size} batches); "
+            f"{dropped} batch(es) not evaluated so far"
+            if kind == "raised"
+            else f"rules: evaluation caught up; {dropped} batch(es) were not evaluated"
+        )
+        transition = Transition(
+            kind, OVERLOAD_RULE, OVERLOAD_SOURCE, self._clock.now(), float(dropped), message
+        )
+        try:
+            self._transitions.put_nowait(transition)
+        except asyncio.QueueFull:
+            log.error("%s (and the alert queue is full too)", message)
+            return
+        self._stats.overloaded = kind == "raised"
+        self._idle.clear()
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -231,6 +283,9 @@ class RulesService:
                 log.exception("rules: evaluating a batch failed")
             finally:
                 self._busy -= 1
+                self._queue.task_done()
+                if self._stats.overloaded and self._queue.qsize() == 0:
+                    self._overload("cleared")
                 self._maybe_idle()
 
     async def _evaluate(self, batch: ParsedBatch) -> None:
@@ -245,7 +300,34 @@ class RulesService:
             outcome.transitions += self.engine.on_status(status.device_id, online, now)
         await self.handle(outcome.transitions)
         if outcome.derived:
-            await self._submit_derived(outcome.derived)
+            self._buffer_derived(outcome.derived)
+
+    def _buffer_derived(self, points: Sequence[Point]) -> None:
+        """Queue derived points for the writer task (bounded: beyond, counted and logged)."""
+        if self._submit is None:
+            return
+        room = _DERIVED_BUFFER - len(self._derived)
+        if room < len(points):
+            self._stats.derived_dropped += len(points) - max(room, 0)
+            log.error("rules: derived buffer full; %d point(s) not written", len(points) - room)
+            points = points[: max(room, 0)]
+        self._derived.extend(points)
+        self._derived_ready.set()
+
+    async def _derived_forever(self) -> None:
+        """Write what evaluation derived, all that waits in one call (one transaction)."""
+        while True:
+            await self._derived_ready.wait()
+            self._derived_ready.clear()
+            points, self._derived = self._derived, []
+            if not points:
+                continue
+            self._writing_derived = True
+            try:
+                await self._submit_derived(points)
+            finally:
+                self._writing_derived = False
+                self._maybe_idle()
 
     async def _submit_derived(self, points: Sequence[Point]) -> None:
         """Write derived points; a failure is logged and counted, never stops evaluation."""
@@ -420,10 +502,16 @@ class RulesService:
 
     async def tick(self, *, write_counts: bool = True) -> None:
         """Silence and escalation at the clock's now (the ticker calls it; tests too)."""
-        now = self._clock.now()
         self._busy += 1
         try:
-            await self.handle(self.engine.tick(now))
+            # Silence is judged once every batch received so far is evaluated: a device
+            # whose readings still wait in the queue is not silent (its last reading
+            # time and the clock's now belong to the same moment).
+            if await self._caught_up():
+                await self.handle(self.engine.tick(self._clock.now()))
+            else:
+                self._stats.silence_deferred += 1
+            now = self._clock.now()
             for change in await self._alerts.escalate_due(now, self.rule_map()):
                 self._stats.escalated += 1
                 rule = self.rule_map().get(change.alert.rule_id)
@@ -440,6 +528,18 @@ class RulesService:
         finally:
             self._busy -= 1
             self._maybe_idle()
+
+    async def _caught_up(self) -> bool:
+        """Until the evaluation queue is worked off (False: not within a tick's time)."""
+        if not self._queue.qsize():
+            return True
+        interval = min(self._settings.silence_check_s, self._settings.escalation_check_s)
+        try:
+            async with asyncio.timeout(min(interval, 10.0)):  # wall time: the work itself
+                await self._queue.join()
+        except TimeoutError:
+            return False
+        return True
 
     async def _write_alert_counts(self) -> None:
         if self._submit is None:

@@ -79,6 +79,9 @@ class RulesSettings(BaseModel):
     driver_overhead: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.06, description="the driver's fixed losses as a share of rated power"
     )
+    silence_clear_readings: Annotated[int, Field(ge=1)] = Field(
+        2, description="fresh readings in a row that clear a silence alert (hysteresis)"
+    )
     queue_size: Annotated[int, Field(ge=1)] = Field(
         10_000, description="parsed batches waiting for evaluation; beyond it they are counted"
     )

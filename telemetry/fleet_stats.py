@@ -12,9 +12,9 @@ and hands points to the same sink as readings (``submit``):
   seconds since the newest reading, commissioned, for each device with a position.
 
 ``read_fleet`` is the same reading as a typed ``FleetSnapshot``, for callers that want
-the figures rather than points (the IOC summary). Time comes from ``clock``, so
-tests drive it. A Modbus device never reports a status of its own: ``reachable``
-(the poller's healthy meters) counts those as online. Run it as
+the figures rather than points (the IOC summary). Time and the interval come from
+``clock`` (the process's one clock), so tests drive it. A Modbus device never reports
+a status of its own: ``reachable`` (the poller's healthy meters) counts those as online. Run it as
 ``async with FleetStatsWriter(sessions, submit, reachable=...):``.
 """
 
@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -34,16 +34,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devices.registry.models import Device, LifecycleState
 from devices.wire import kind_spec
+from pharos_core.clock import Clock, SystemClock, sleep_or_wake
 from pharos_core.lifecycle import ServiceTasks
 from pharos_core.points import PointSink
 from telemetry.derived import DEVICES, FLEET
 from telemetry.models import DeadLetterRow, DeviceStatusRow
-from telemetry.periodic import repeat_every
 from telemetry.points import Point
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 # Device ids known reachable other than by their MQTT status: the Modbus poller's
 # healthy meters (a polled device never says "online" itself).
 Reachable = Callable[[], Collection[str]]
@@ -51,10 +50,6 @@ UNREGISTERED = "unregistered"
 COMMISSIONED_STATES = frozenset(
     {LifecycleState.COMMISSIONED, LifecycleState.IN_SERVICE, LifecycleState.MAINTENANCE}
 )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -212,7 +207,7 @@ class FleetStatsWriter:
         submit: PointSink,
         *,
         interval_s: float = 60.0,
-        clock: Clock = _utcnow,
+        clock: Clock | None = None,
         reachable: Reachable | None = None,
     ) -> None:
         if interval_s <= 0:
@@ -220,10 +215,11 @@ class FleetStatsWriter:
         self._sessions = sessions
         self._submit = submit
         self._interval = interval_s
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._reachable = reachable
         self._stopping = asyncio.Event()
-        self._tasks = ServiceTasks(self._stopping)
+        self._wake = asyncio.Event()  # cut a sleep short (sleep_or_wake clears it)
+        self._tasks = ServiceTasks(self._stopping, self._wake)
         self.written = 0  # rounds written (for tests and logs)
 
     async def __aenter__(self) -> Self:
@@ -241,12 +237,19 @@ class FleetStatsWriter:
     async def write_once(self) -> FleetSnapshot:
         """Read the fleet now and submit its points (the task calls it every interval)."""
         reachable = self._reachable() if self._reachable is not None else frozenset()
-        snapshot = await read_fleet(self._sessions, self._clock(), reachable)
+        snapshot = await read_fleet(self._sessions, self._clock.now(), reachable)
         await self._submit(fleet_points(snapshot))
         self.written += 1
         return snapshot
 
     async def _run(self) -> None:
-        await repeat_every(
-            self._interval, self._stopping, self.write_once, what="fleet stats", at_once=True
-        )
+        """A round at once, then every ``interval_s`` of the clock (simulated minutes in
+        the demo and the tests); a failed round is logged and the next one tries again."""
+        clock = self._clock
+        while not self._stopping.is_set():
+            due = clock.now() + timedelta(seconds=self._interval)
+            try:
+                await self.write_once()
+            except Exception:  # the database or the sink away for a moment
+                log.exception("fleet stats failed; trying again in %.0f s", self._interval)
+            await sleep_or_wake(clock, due, self._wake)

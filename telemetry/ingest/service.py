@@ -38,8 +38,9 @@ already received, then disconnects (within ``stop_timeout_s``; what is not store
 by then is left unacknowledged with the broker).
 
 A reading's lag is the time from its reading time (the device's ``ts``, or when it
-was received) to the moment it was stored; the newest unit's largest lag goes to
-``TelemetryMetrics.lag_seconds`` and recent lags to ``stats.lag_p99_s``.
+was received) to the moment it was stored, both on the process's clock (``clock``);
+the newest unit's largest lag goes to ``TelemetryMetrics.lag_seconds`` and recent
+lags to ``stats.lag_p99_s``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from typing import Protocol, Self
 
 from devices.wire import Channel, DeviceState, DeviceStatus
 from devices.wire.topics import parse_device_topic, subscription
+from pharos_core.clock import Clock, SystemClock
 from pharos_core.points import PointSink
 from telemetry.deadletters import DeadLetterLimiter, RateLimit, reason_class
 from telemetry.influx.client import InfluxConfigurationError
@@ -244,8 +246,14 @@ class IngestService:
         metrics: TelemetryMetrics | None = None,
         options: IngestOptions | None = None,
         observers: Sequence[IngestObserver] = (),
+        clock: Clock | None = None,
     ) -> None:
         self._options = options or IngestOptions()
+        # The process's clock: received times and lags are on it (the demo's simulated
+        # time, not the wall's). The transport stamps messages with the wall clock, so
+        # a clock other than the system's is applied as an offset taken per parse.
+        self._clock = clock
+        self._on_wall = clock is None or isinstance(clock, SystemClock)
         self._observers = tuple(observers)
         if self._options.batch_size < 1 or self._options.max_in_flight < 1:
             raise ValueError("batch_size and max_in_flight must be at least 1")
@@ -438,12 +446,13 @@ class IngestService:
         policy = self._options.timestamps
         lookup = self._directory.get
         readings = 0
+        epoch = _EPOCH + self._clock_offset()
         for message in messages:
             if message.qos:
                 unit.mids.append(message.mid)
             if message.topic.endswith(_TELEMETRY_SUFFIX):
                 readings += 1
-            received_at = _EPOCH + timedelta(microseconds=message.received_us)
+            received_at = epoch + timedelta(microseconds=message.received_us)
             try:
                 parsed = parse_message(
                     message.topic,
@@ -469,6 +478,18 @@ class IngestService:
         self._stats.readings += readings
         self._metrics.received += readings
         self._notify(unit)
+
+    def _clock_offset(self) -> timedelta:
+        """How far the process's clock is from the wall clock the transport stamps with."""
+        if self._on_wall or self._clock is None:
+            return timedelta(0)
+        return self._clock.now() - datetime.fromtimestamp(time.time(), UTC)
+
+    def _now_s(self) -> float:
+        """Now on the process's clock, seconds since the epoch (for lags)."""
+        if self._on_wall or self._clock is None:
+            return time.time()
+        return self._clock.now().timestamp()
 
     def _internal(
         self, message: InboundMessage, received_at: datetime, exc: Exception
@@ -500,7 +521,7 @@ class IngestService:
     async def _store(self, unit: _Unit) -> None:
         if unit.points:
             await self._retrying("points", self._submit, unit.points)
-            self._lags.add(unit.points, time.time())
+            self._lags.add(unit.points, self._now_s())
             self._metrics.lag_seconds = self._lags.last
             self._stats.points += len(unit.points)
         if unit.letters or self._limiter.suppressing:

@@ -82,8 +82,10 @@ class TimeSeriesStore(Protocol):
         district: str | None = None,
         group: str | None = None,
         metrics: Sequence[str] | None = None,
+        until: datetime | None = None,
     ) -> list[LatestValue]:
-        """The newest value per device and metric, sorted by device id then metric."""
+        """The newest value per device and metric (at or before ``until`` when given),
+        sorted by device id then metric."""
         ...
 
     async def history(

@@ -117,11 +117,13 @@ class EmbeddedStore:
         district: str | None = None,
         group: str | None = None,
         metrics: Sequence[str] | None = None,
+        until: datetime | None = None,
     ) -> list[LatestValue]:
         selection = await self._select(kind, device_ids, district, group)
         if selection.is_empty or (metrics is not None and not metrics):
             return []
-        return await asyncio.to_thread(self._latest, selection, metrics)
+        until_ns = to_ns(until) if until is not None else None
+        return await asyncio.to_thread(self._latest, selection, metrics, until_ns)
 
     async def history(
         self,
@@ -213,7 +215,9 @@ class EmbeddedStore:
                 raise
             conn.execute("COMMIT")
 
-    def _latest(self, selection: Selection, metrics: Sequence[str] | None) -> list[LatestValue]:
+    def _latest(
+        self, selection: Selection, metrics: Sequence[str] | None, until_ns: int | None
+    ) -> list[LatestValue]:
         # The newest point per series, found by walking the primary key backwards; the
         # kind and district filters apply to the points, as InfluxQL's WHERE does.
         series_where, series_args = _filters(selection, table="s", with_district=False)
@@ -223,6 +227,9 @@ class EmbeddedStore:
         point_where, point_args = _filters(
             Selection(kind=selection.kind, district=selection.district), table="p"
         )
+        if until_ns is not None:
+            point_where.append("p.time_ns <= ?")
+            point_args.append(until_ns)
         newest = (
             "SELECT time_ns FROM points p WHERE p.device_id = s.device_id "
             "AND p.metric = s.metric" + "".join(f" AND {c}" for c in point_where) + " "

@@ -100,6 +100,7 @@ class InfluxStore:
         district: str | None = None,
         group: str | None = None,
         metrics: Sequence[str] | None = None,
+        until: datetime | None = None,
     ) -> list[LatestValue]:
         selection = await self._select(kind, device_ids, district, group)
         if selection.is_empty:
@@ -107,7 +108,10 @@ class InfluxStore:
         names = sorted(set(metrics)) if metrics is not None else await self._field_keys(kind)
         if not names:
             return []
-        tail = f" FROM {_source(selection)}{_where(selection)} GROUP BY {quote_ident('device_id')}"
+        # ``time < until + 1 ns``: at or before ``until``
+        end = to_ns(until) + 1 if until is not None else None
+        where = _where(selection, end=end)
+        tail = f" FROM {_source(selection)}{where} GROUP BY {quote_ident('device_id')}"
         # One statement per metric: with several selectors in one statement InfluxQL
         # answers time 0, and the time of each value is part of the answer.
         statements = [f"SELECT last({quote_ident(name)}){tail}" for name in names]

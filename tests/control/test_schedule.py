@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,7 +25,7 @@ from control.models import CommandRow, LampStateRow
 from control.plan import CalendarSpec, Target, TargetType
 from control.program import ProgramSpec, Site, default_program
 from control.schedule import ScheduleOptions, StepScheduler
-from control.state import list_lamp_states
+from control.state import list_lamp_states, upsert_lamp_state
 from control.store import add_override, assign, save_calendar, save_program
 from devices.registry.db import transaction
 from devices.wire.commands import LampProgram, ProgramStep
@@ -271,3 +272,45 @@ async def test_a_program_edited_under_its_id_reaches_the_lamps_running_it(
             select(CommandRow.action).where(CommandRow.source == "schedule")
         ).all()
     assert actions.count("set_program") == 2  # at start, and after the edit
+
+
+class _Recorded:
+    """The commands a scheduler submits (only what it asks is checked here)."""
+
+    def __init__(self) -> None:
+        self.requests: list[CommandRequest] = []
+
+    async def submit(self, request: CommandRequest, actor: str, *, source: str = "api") -> Any:
+        self.requests.append(request)
+        return None
+
+
+async def test_drift_repair_by_day_asks_the_program_and_never_lights_a_lamp(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    """The last level commanded was 100 (last night); at 07:00 the program has the lamps
+    off, so a lamp still lit is brought to 0, and one that is off is not drifting."""
+    set_up_city(sessions)
+    morning = datetime(2026, 3, 21, 7, 0, tzinfo=LOCAL)
+    night = morning - timedelta(hours=9)
+    with transaction(sessions) as session:
+        upsert_lamp_state(
+            session,
+            {
+                "lamp-a": {"desired_level": 100.0, "reported_level": 100.0, "reported_power": "on"},
+                "lamp-b": {"desired_level": 100.0, "reported_level": 0.0, "reported_power": "off"},
+                "lamp-c": {"desired_level": 100.0, "reported_level": 0.0, "reported_power": "off"},
+            },
+        )
+        for row in session.scalars(select(LampStateRow)):
+            row.drift_since = night  # drifting (by the stale level) since the night
+    recorded = _Recorded()
+    clock = SteppedClock(morning)
+    scheduler = StepScheduler(sessions, engine, clock, recorded, SITE, QUIET)
+    assert await scheduler.correct_drift() == 1
+    (request,) = recorded.requests
+    assert (request.target_id, request.params) == ("lamp-a", {"level": 0.0})
+    with transaction(sessions) as session:
+        states = {s.device_id: s for s in list_lamp_states(session)}
+    assert states["lamp-a"].desired_level == 0.0
+    assert not states["lamp-b"].drifting and states["lamp-b"].corrections == 0

@@ -113,6 +113,35 @@ def test_silence_by_time_and_by_last_will() -> None:
     assert kinds(back) == [("cleared", "quiet", "g1")]
 
 
+def test_a_silence_alert_clears_only_after_fresh_readings_never_on_a_tick() -> None:
+    """A monitor reporting about every silence threshold does not flap open/cleared."""
+    rules = RuleEngine(
+        parse_rule_text(
+            "rules:\n"
+            "  - {id: quiet, name: quiet, scope: {kind: env_monitor}, when: {silent: 30m}}\n"
+        ).rules,
+        Derivations(RulesSettings(), SITE),
+        StaticCatalog(()).get,
+        silence_clear_readings=2,
+    )
+    rules.on_points([point("e1", "env_monitor", 0, pm25=10.0)])
+    assert kinds(rules.tick(T0 + timedelta(minutes=31))) == [("raised", "quiet", "e1")]
+    assert rules.on_points([point("e1", "env_monitor", 32, pm25=10.0)]).transitions == []
+    assert rules.tick(T0 + timedelta(minutes=33)) == []  # one fresh reading: still raised
+    assert rules.is_raised("quiet", "e1")
+    back = rules.on_points([point("e1", "env_monitor", 34, pm25=10.0)]).transitions
+    assert kinds(back) == [("cleared", "quiet", "e1")]
+    # Silent again after one reading: the count starts over.
+    assert kinds(rules.tick(T0 + timedelta(minutes=65))) == [("raised", "quiet", "e1")]
+    rules.on_points([point("e1", "env_monitor", 66, pm25=10.0)])
+    assert rules.tick(T0 + timedelta(minutes=97)) == []  # still raised, no repeat
+    rules.on_points([point("e1", "env_monitor", 98, pm25=10.0)])
+    assert rules.is_raised("quiet", "e1")
+    assert kinds(rules.on_points([point("e1", "env_monitor", 99, pm25=1.0)]).transitions) == [
+        ("cleared", "quiet", "e1")
+    ]
+
+
 def test_flood_levels_from_settings_and_the_derived_point() -> None:
     settings = RulesSettings(stations={"g-chau-doc": FloodLevels(bd1_m=3.0, bd2_m=3.5, bd3_m=4.0)})
     gauge = DeviceFacts("g-chau-doc", "flood_gauge", "Châu Đốc")

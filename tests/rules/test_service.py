@@ -203,4 +203,9 @@ async def test_a_full_queue_is_counted_never_blocks(
     async with rules:
         await rules.wait_idle()
         await asyncio.sleep(0)
+        # Shedding is an alert of its own, cleared once evaluation has caught up.
+        overloaded, total = AlertStore(sessions).list(AlertFilter(rule_id="rules-overloaded"))
+        assert total == 1 and overloaded[0].state is AlertState.CLEARED
+        assert overloaded[0].device_id == "pharos-rules"
+        assert not rules.stats.overloaded
     assert rules.stats.batches == 2

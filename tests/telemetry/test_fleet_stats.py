@@ -15,6 +15,7 @@ from devices.registry.models import Device, LifecycleState
 from devices.registry.schemas import DeviceCreate
 from devices.registry.service import registry_session
 from devices.wire import DeviceStatus
+from pharos_core.clock import SteppedClock
 from telemetry.deadletters import DeadLetterStore
 from telemetry.derived import DERIVED
 from telemetry.fleet_stats import UNREGISTERED, FleetStatsWriter, fleet_points, read_fleet
@@ -114,19 +115,25 @@ async def test_the_writer_submits_every_interval_and_survives_a_failing_sink(
     two_written = asyncio.Event()
     calls = 0
 
+    called = asyncio.Event()
+
     async def submit(points: Sequence[Point]) -> None:
         nonlocal calls
         calls += 1
+        called.set()
         if calls == 1:
             raise ConnectionError("sink away")  # the first round fails; later ones go on
         batches.append(points)
         if len(batches) == 2:
             two_written.set()
 
-    clock_times = iter(T0 + timedelta(minutes=n) for n in range(1000))
-    async with FleetStatsWriter(city, submit, interval_s=0.05, clock=lambda: next(clock_times)):
+    clock = SteppedClock(T0)
+    async with FleetStatsWriter(city, submit, interval_s=60, clock=clock):
         async with asyncio.timeout(10):
-            await two_written.wait()
+            while not two_written.is_set():  # a simulated minute once each round ran
+                await called.wait()
+                called.clear()
+                await clock.run_until(clock.now() + timedelta(minutes=1))
     assert len(batches) >= 2
     assert batches[0][0].time == T0 + timedelta(minutes=1)  # round 0 failed, round 1 went
     assert batches[1][0].time == T0 + timedelta(minutes=2)
@@ -164,7 +171,7 @@ async def test_reachable_devices_count_as_online(sessions: sessionmaker[Session]
     async def submit(points: Sequence[Point]) -> None:
         batches.append(points)
 
-    writer = FleetStatsWriter(sessions, submit, clock=lambda: T0, reachable=lambda: {"em-1"})
+    writer = FleetStatsWriter(sessions, submit, clock=SteppedClock(T0), reachable=lambda: {"em-1"})
     await writer.write_once()
     (device,) = [p for p in batches[0] if p.measurement == "devices"]
     assert device.fields["online"] == 1

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime
 
 from devices.registry.schemas import Page
+from pharos.api.clock import ClockDep
 from pharos.api.deps import CurrentKey, PageDep, RowId, RuntimeDep, require_roles
 from pharos.api.errors import responses
 from pharos.apikeys import Role
@@ -96,10 +96,10 @@ async def get_alert(alert_id: RowId, runtime: RuntimeDep) -> AlertDetail:
 
 @router.post("/{alert_id}/acknowledge", responses=_RESPONSES, dependencies=[_operators])
 async def acknowledge_alert(
-    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey
+    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.acknowledge(alert_id, key.name, now, body.note))
     return await _published(runtime, change)
 
@@ -111,10 +111,14 @@ async def acknowledge_alert(
     dependencies=[_commenters],
 )
 async def comment_alert(
-    alert_id: RowId, body: AlertCommentCreate, runtime: RuntimeDep, key: CurrentKey
+    alert_id: RowId,
+    body: AlertCommentCreate,
+    runtime: RuntimeDep,
+    key: CurrentKey,
+    clock: ClockDep,
 ) -> AlertDetail:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.comment(alert_id, key.name, now, body.text))
     await _published(runtime, change)
     return await _call(lambda: store.get(alert_id))
@@ -122,9 +126,9 @@ async def comment_alert(
 
 @router.post("/{alert_id}/close", responses=_RESPONSES, dependencies=[_operators])
 async def close_alert(
-    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey
+    alert_id: RowId, body: AlertNote, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> AlertPublic:
     store = AlertStore(runtime.sessions)
-    now = datetime.now(UTC)
+    now = clock.now()  # the process's clock: history stays in order with the rules'
     change = await _call(lambda: store.close(alert_id, key.name, now, body.note))
     return await _published(runtime, change)

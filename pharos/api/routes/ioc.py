@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from control.energy_report import GroupLamps, day_point, lamp_groups
 from control.program import Site
 from devices.registry.models import Device
-from devices.wire import DeviceKind
+from devices.wire import DeviceKind, kind_spec
+from pharos.api.clock import ClockDep
 from pharos.api.deps import RuntimeDep
 from pharos.api.errors import responses
 from pharos.api.routes.energy import store_measured_kwh
@@ -48,6 +49,7 @@ from telemetry.store import QueryError, TimeSeriesStore
 router = APIRouter(prefix="/ioc", tags=["ioc"])
 
 AQI_KINDS = (DeviceKind.ENV_MONITOR, DeviceKind.SMART_POLE)
+LAMP_KINDS = tuple(kind for kind in DeviceKind if kind_spec(kind).is_lamp)
 GASES = ("no2", "so2", "co", "o3")
 AQI_CONCURRENCY = 8  # monitors whose history is read at once
 FLOOD_LABELS = ("none", "BĐ I", "BĐ II", "BĐ III")
@@ -126,7 +128,10 @@ def _hour_means(
 async def _monitor_aqi(
     store: TimeSeriesStore, kind: str, device_id: str, at: datetime
 ) -> tuple[int, Category, str] | None:
-    hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    # The hour ``at`` falls in; on an exact hour the one that just ended (the hour
+    # starting at ``at`` has no readings yet, and an empty range is no query).
+    last = at.astimezone(UTC) - timedelta(microseconds=1)
+    hour = last.replace(minute=0, second=0, microsecond=0)
     start = hour - timedelta(hours=NOWCAST_HOURS - 1)
 
     async def means(metric: str, since: datetime) -> list[tuple[datetime, float]]:
@@ -254,16 +259,26 @@ async def _energy_today(runtime: Runtime, store: TimeSeriesStore, at: datetime) 
     return EnergyToday(**totals)
 
 
+async def _lamps_on_at(store: TimeSeriesStore, at: datetime) -> int:
+    """Lamps whose newest ``lamp_on`` reading at or before ``at`` says lit."""
+    lit = 0
+    for kind in LAMP_KINDS:
+        values = await store.latest(kind=kind.value, metrics=["lamp_on"], until=at)
+        lit += sum(1 for value in values if value.value is True)
+    return lit
+
+
 @router.get("/summary", responses=responses(503, meanings={503: "the registry database is down"}))
 async def ioc_summary(
     runtime: RuntimeDep,
+    clock: ClockDep,
     at: Annotated[
         AwareDatetime | None, Query(description="summarise this moment (default: now)")
     ] = None,
 ) -> IocSummaryPublic:
     """Devices online by kind, lamps lit, AQI by district, gauges against their alert
     levels, open alerts by severity and today's energy, for IOC screens."""
-    moment = at or datetime.now(UTC)
+    moment = at or clock.now()
     sessions = runtime.sessions
     missing: list[str] = []
     reachable = runtime.modbus_reachable() if runtime.modbus_reachable is not None else ()
@@ -284,6 +299,12 @@ async def ioc_summary(
             energy = await _energy_today(runtime, store, moment)
         except QueryError as exc:
             missing.append(f"energy_today: the time-series store failed ({exc})")
+    lamps_on = sum(c.lamps_on for c in by_kind.values())
+    if at is not None and store is not None:
+        try:  # the stored readings at that moment, not the twin's now
+            lamps_on = await _lamps_on_at(store, at)
+        except QueryError as exc:
+            missing.append(f"lamps_on: the time-series store failed ({exc}); the twin's now")
     gauges = await asyncio.to_thread(_gauges, sessions, runtime.settings.rules)
     alerts = await asyncio.to_thread(_open_alerts, sessions)
     return IocSummaryPublic(
@@ -295,7 +316,7 @@ async def ioc_summary(
         },
         devices_total=sum(c.devices for c in by_kind.values()),
         devices_online=sum(c.online for c in by_kind.values()),
-        lamps_on=sum(c.lamps_on for c in by_kind.values()),
+        lamps_on=lamps_on,
         aqi_by_district=aqi,
         gauges=gauges,
         alerts_open_by_severity=alerts,

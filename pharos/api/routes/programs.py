@@ -36,7 +36,8 @@ from control.store import (
     save_program,
     unassign,
 )
-from devices.registry.db import transaction, utcnow
+from devices.registry.db import transaction
+from pharos.api.clock import ClockDep
 from pharos.api.deps import CurrentKey, RowId, RuntimeDep, require_roles
 from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
@@ -258,18 +259,14 @@ def _override_public(row: OverrideRow) -> OverridePublic:
     )
 
 
-def _now(runtime: Runtime) -> datetime:
-    return runtime.control.clock.now() if runtime.control is not None else utcnow()
-
-
 @router.post("/overrides", status_code=status.HTTP_201_CREATED, dependencies=[_operators])
 async def create_override(
-    body: OverrideCreate, runtime: RuntimeDep, key: CurrentKey
+    body: OverrideCreate, runtime: RuntimeDep, key: CurrentKey, clock: ClockDep
 ) -> OverridePublic:
     """A level over the program, for ``minutes`` or until cleared; sent to the lamps at
     once (timed overrides as the lamps' own ``override``, so they fall back by themselves)."""
     target = Target(body.target_type, body.target_id)
-    now = _now(runtime)
+    now = clock.now()
     until = now + timedelta(minutes=body.minutes) if body.minutes else None
     try:
         with transaction(runtime.sessions) as session:
@@ -294,18 +291,20 @@ async def create_override(
 
 
 @router.get("/overrides")
-def get_overrides(runtime: RuntimeDep) -> list[OverridePublic]:
+def get_overrides(runtime: RuntimeDep, clock: ClockDep) -> list[OverridePublic]:
     """Overrides holding now or later."""
     with transaction(runtime.sessions) as session:
-        return [_override_public(r) for r in live_overrides(session, _now(runtime))]
+        return [_override_public(r) for r in live_overrides(session, clock.now())]
 
 
 @router.delete("/overrides/{override_id}", dependencies=[_operators], responses=responses(404))
-async def remove_override(override_id: RowId, runtime: RuntimeDep) -> OverridePublic:
+async def remove_override(
+    override_id: RowId, runtime: RuntimeDep, clock: ClockDep
+) -> OverridePublic:
     """Clear an override: its lamps go back to their program's level now."""
     try:
         with transaction(runtime.sessions) as session:
-            row = clear_override(session, override_id, _now(runtime))
+            row = clear_override(session, override_id, clock.now())
             public = _override_public(row)
     except NotFound as exc:
         raise _missing(exc) from None

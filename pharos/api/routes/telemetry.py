@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -23,6 +22,7 @@ from devices.registry.models import Device, Group
 from devices.registry.schemas import Page
 from devices.registry.service import NotFoundError
 from devices.wire import DeviceKind
+from pharos.api.clock import ClockDep
 from pharos.api.deps import PageDep, RuntimeDep, require_roles
 from pharos.api.errors import invalid_at, responses
 from pharos.apikeys import Role
@@ -76,6 +76,7 @@ async def device_telemetry(
     device_id: str,
     runtime: RuntimeDep,
     store: TimeSeriesDep,
+    clock: ClockDep,
     metric: Annotated[
         str | None, Query(max_length=64, description="history of this metric; none: latest")
     ] = None,
@@ -97,7 +98,7 @@ async def device_telemetry(
     with _param_errors():
         check_metric(metric, kind)
         window = history_window(
-            start=start, end=end, interval=interval, aggregate=aggregate, now=datetime.now(UTC)
+            start=start, end=end, interval=interval, aggregate=aggregate, now=clock.now()
         )
     buckets = await _ask(
         store.history(

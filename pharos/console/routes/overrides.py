@@ -24,7 +24,7 @@ router = APIRouter(prefix="/overrides")
 
 
 async def _show(page: Page, status_code: int = 200) -> Response:
-    overrides = await asyncio.to_thread(get_overrides, page.runtime)
+    overrides = await asyncio.to_thread(get_overrides, page.runtime, page.runtime.clock)
     groups = await asyncio.to_thread(lighting_groups, page)
     return page.render(
         "overrides.html", status_code=status_code, overrides=overrides, groups=groups
@@ -48,7 +48,7 @@ async def set_override(page: SignedIn, form: CheckedForm) -> Response:
             minutes=int(minutes) if minutes else None,
             reason=field_text(form, "reason", 500),
         )
-        await create_override(body, page.runtime, user)
+        await create_override(body, page.runtime, user, page.runtime.clock)
     except (ValueError, ValidationError, RequestValidationError) as exc:
         page.flash("error", f"{page.t('Refused')}: {_reason(exc)}")
         return await _show(page, 422)
@@ -60,7 +60,7 @@ async def set_override(page: SignedIn, form: CheckedForm) -> Response:
 async def clear(override_id: RowId, page: SignedIn, form: CheckedForm) -> Response:
     page.require("override.clear")
     try:
-        await remove_override(override_id, page.runtime)
+        await remove_override(override_id, page.runtime, page.runtime.clock)
     except HTTPException as exc:  # the route's 404 for an unknown id
         page.flash("error", f"{page.t('Refused')}: {exc.detail}")
         return await _show(page, 404)

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from pharos.apikeys import Role
+from pharos.runtime import Runtime
+from pharos_core.clock import SteppedClock
 from rules.alerts import AlertStore
 from rules.derived import DeviceFacts
 from rules.engine import Transition
@@ -90,3 +92,19 @@ def test_acknowledge_comment_close_and_history(
         "closed",
     ]
     assert client.get("/api/v1/alerts/999999", headers=as_role(Role.VIEWER)).status_code == 404
+
+
+def test_acknowledge_and_close_are_stamped_on_the_process_clock(
+    client: TestClient, runtime: Runtime, sessions: sessionmaker[Session], as_role: AsRole
+) -> None:
+    """The demo's clock runs ahead of the wall: history must stay in order with it."""
+    alert_id = raise_alert(sessions, "bd2", "fg-clock", "Ninh Kiều")
+    later = T0 + timedelta(hours=1)
+    runtime.clock = SteppedClock(later)
+    url = f"/api/v1/alerts/{alert_id}"
+    acked = client.post(f"{url}/acknowledge", json={}, headers=as_role(Role.OPERATOR))
+    assert acked.status_code == 200, acked.text
+    assert datetime.fromisoformat(acked.json()["acknowledged_at"]) == later
+    history = client.get(url, headers=as_role(Role.VIEWER)).json()["events"]
+    times = [datetime.fromisoformat(event["at"]) for event in history]
+    assert times == sorted(times) and times[-1] == later

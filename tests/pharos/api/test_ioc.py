@@ -157,3 +157,42 @@ def test_energy_today_is_controls_report(city: City, summary: dict[str, Any]) ->
     assert energy["saved_kwh"] == pytest.approx(saved, abs=1e-3)
     assert energy["saved_vnd"] == pytest.approx(saved * 2226.0, rel=1e-3)
     assert summary["missing"] == []
+
+
+def test_at_an_exact_hour_and_earlier_lamps_on_are_the_stored_readings_then(
+    city: City, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``?at=`` on an exact hour is answered (the hour that just ended), and lamps lit
+    at an earlier moment come from the readings stored by then, not the twin's now."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("ioc-at"),
+        database=DatabaseSettings(url=city.registry_url),
+        influx=InfluxSettings(url=city.influx_url, database=city.database),
+    )
+    runtime = build_runtime(settings)
+    hour = city.end.replace(minute=0, second=0, microsecond=0)
+    moments = [hour, (city.start + (city.end - city.start) / 3).replace(microsecond=0)]
+    try:
+        upgrade(runtime.engine)
+        with transaction(runtime.sessions) as session:
+            key = create_api_key(session, "wall@ioc-at", Role.VIEWER)
+        with TestClient(create_app(runtime)) as client:
+            answers = [
+                client.get(
+                    "/api/v1/ioc/summary", params={"at": at.isoformat()}, headers={"X-API-Key": key}
+                )
+                for at in moments
+            ]
+    finally:
+        runtime.close()
+    for at, response in zip(moments, answers, strict=True):
+        assert response.status_code == 200, response.text
+        ns = int(at.timestamp()) * 1_000_000_000
+        lit = 0
+        for kind in LAMP_KINDS:
+            query = (
+                f'SELECT last("lamp_on") FROM "{kind}" WHERE time <= {ns} '  # noqa: S608
+                'GROUP BY "device_id"'
+            )
+            lit += sum(1 for on in last_values(city, query).values() if on is True)
+        assert response.json()["lamps_on"] == lit, at
